@@ -1,0 +1,61 @@
+"""Dataset registry: `build_dataset(name, root=None, **kw)`, `available_datasets()`,
+`register_dataset(name)` (DESIGN.md §3).
+
+A loader is a callable `loader(root, **kw) -> ReIDDataset`. Loaders live in sibling modules
+and register themselves on import.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from tfreid.data.datasets.base import ReIDDataset, Sample, relabel
+
+_LOADERS: dict[str, Callable[..., ReIDDataset]] = {}
+
+
+def register_dataset(name: str):
+    """Decorator registering `loader(root, **kw) -> ReIDDataset` under `name`."""
+
+    def decorator(loader):
+        _LOADERS[name] = loader
+        return loader
+
+    return decorator
+
+
+def available_datasets() -> list[str]:
+    _import_builtin_loaders()
+    return sorted(_LOADERS)
+
+
+def build_dataset(name: str, root: str | None = None, **kwargs) -> ReIDDataset:
+    """Load dataset `name` from `root` (see each loader for its layout and options)."""
+    _import_builtin_loaders()
+    if name not in _LOADERS:
+        raise ValueError(
+            f"Unknown dataset {name!r}; available datasets: {', '.join(sorted(_LOADERS))}"
+        )
+    return _LOADERS[name](root, **kwargs)
+
+
+def _import_builtin_loaders():
+    # Imported lazily so that `tfreid.data.datasets.base` stays importable on its own.
+    from tfreid.data.datasets import (  # noqa: F401
+        cuhk03,
+        dukemtmc,
+        market1501,
+        msmt17,
+        custom,
+        synthetic,
+    )
+
+
+__all__ = [
+    "ReIDDataset",
+    "Sample",
+    "available_datasets",
+    "build_dataset",
+    "register_dataset",
+    "relabel",
+]

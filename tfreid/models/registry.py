@@ -1,0 +1,55 @@
+"""Model registry: `build_model(name, num_classes, **overrides)` and friends (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+_BUILDERS: dict[str, Callable[..., keras.Model]] = {}
+
+
+def register_model(name: str):
+    """Decorator registering a functional builder `fn(num_classes, **kw) -> keras.Model`."""
+
+    def decorator(builder):
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorator
+
+
+def available_models() -> list[str]:
+    _import_builtin_models()
+    return sorted(_BUILDERS)
+
+
+def build_model(name: str, num_classes: int, **overrides) -> keras.Model:
+    """Build model `name` with a classifier over `num_classes` identities.
+
+    The model's outputs are a dict that always holds `"embedding"`, the inference feature as the
+    paper defines it, plus the training heads under stable keys (`"logits/global"`, ...).
+    """
+    _import_builtin_models()
+    if name not in _BUILDERS:
+        raise ValueError(
+            f"Unknown model {name!r}; available models: {', '.join(sorted(_BUILDERS))}"
+        )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
+    return _BUILDERS[name](num_classes, **overrides)
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """A model mapping images to the `"embedding"` output only (shares weights with `model`)."""
+    outputs = model.output
+    if not isinstance(outputs, dict) or "embedding" not in outputs:
+        raise ValueError(
+            f"model {model.name!r} has no 'embedding' output; outputs are {outputs!r}"
+        )
+    return keras.Model(model.inputs, outputs["embedding"], name=f"{model.name}_embedding")
+
+
+def _import_builtin_models():
+    # Builders register themselves on import; imported lazily to keep `import tfreid` light.
+    from tfreid.models import hacnn  # noqa: F401
