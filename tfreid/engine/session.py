@@ -1,0 +1,135 @@
+"""One training run from a resolved `Config`: strategy, model, data, train, evaluate, export.
+
+Writes the run directory of DESIGN.md §3: `config.yaml`, `checkpoints/`, `logs/`, `metrics.json`
+(+ `metrics_init.json`, the random-initialisation reference) and the SavedModel export.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import keras
+import tensorflow as tf
+
+from tfreid.data.pipeline import build_train_dataset
+from tfreid.data.transforms import AugmentConfig
+from tfreid.engine import evaluator
+from tfreid.engine.optim import build_optimizer
+from tfreid.engine.strategy import configure_cpu_replicas, create_strategy
+from tfreid.engine.trainer import LossTerm, Trainer
+from tfreid.losses import build_loss
+from tfreid.models import build_model, embedding_model
+
+METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+
+
+def setup_runtime(cfg) -> tf.distribute.Strategy:
+    """Devices, seeds, precision policy and the distribution strategy (call before any TF op)."""
+    if cfg.train.replicas and cfg.train.replicas > 1 and not tf.config.list_physical_devices("GPU"):
+        configure_cpu_replicas(cfg.train.replicas)
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if cfg.train.mixed_precision:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+        keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
+    return create_strategy(cfg.train.replicas)
+
+
+def build_loss_terms(cfg) -> list[LossTerm]:
+    return [LossTerm(name=t.name, output_key=t.output, fn=build_loss(t.type, **t.kwargs),
+                     weight=t.weight) for t in cfg.losses]
+
+
+def augment_config(cfg) -> AugmentConfig:
+    d = cfg.data
+    return AugmentConfig(flip=d.flip, pad=d.pad,
+                         crop_from=tuple(d.crop_from) if d.crop_from else None,
+                         random_erasing=d.random_erasing, color_jitter=d.color_jitter)
+
+
+def evaluate_model(model, dataset, cfg) -> dict:
+    return evaluator.evaluate(
+        embedding_model(model), dataset, (cfg.data.height, cfg.data.width),
+        metric=cfg.eval.metric, rerank=cfg.eval.rerank, flip=cfg.eval.flip,
+        max_rank=cfg.eval.max_rank, protocol=cfg.eval.protocol,
+        batch_size=cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image)
+
+
+def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
+    strategy = setup_runtime(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.dump(run_dir / "config.yaml")
+    # What `python -m tfreid.evaluate/export` need to rebuild the exact network of this run.
+    (run_dir / "run.json").write_text(json.dumps({
+        "model": cfg.model.name, "num_classes": dataset.num_train_pids,
+        "input_size": [cfg.data.height, cfg.data.width], "model_kwargs": cfg.model.kwargs}))
+    image_size = (cfg.data.height, cfg.data.width)
+    steps_per_epoch = len(dataset.train) // cfg.batch_size
+    total_steps = cfg.train.epochs * steps_per_epoch
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+
+    def model_fn():
+        overrides = dict(cfg.model.kwargs)
+        if cfg.model.backbone_weights:
+            overrides["backbone_weights"] = cfg.model.backbone_weights
+        return build_model(cfg.model.name, dataset.num_train_pids,
+                           input_shape=(*image_size, 3), **overrides)
+
+    trainer = Trainer(
+        strategy=strategy, model_fn=model_fn,
+        optimizer_fn=lambda: build_optimizer(cfg.optim, steps_per_epoch, total_steps),
+        loss_terms=build_loss_terms(cfg), output_dir=str(run_dir),
+        global_batch_size=cfg.batch_size, steps_per_epoch=steps_per_epoch,
+        epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
+        checkpoint_every=cfg.train.checkpoint_every, keep_checkpoints=cfg.train.keep_checkpoints,
+        log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
+        evaluate_fn=lambda model: evaluate_model(model, dataset, cfg),
+        jit_compile=cfg.train.jit, sync_bn=cfg.train.sync_bn)
+    start_step = trainer.restore() if resume else 0
+
+    init_path = run_dir / "metrics_init.json"
+    if cfg.train.eval_at_start and start_step == 0 and not init_path.exists():
+        print("Evaluating the randomly initialised network for reference ...")
+        init_path.write_text(json.dumps(evaluate_model(trainer.model, dataset, cfg), indent=2))
+
+    def dataset_fn(start):
+        return build_train_dataset(
+            dataset.train, image_size=image_size, p=cfg.data.p, k=cfg.data.k,
+            seed=cfg.train.seed, augment=augment_config(cfg), start_step=start,
+            on_bad_image=cfg.data.on_bad_image, deterministic=cfg.train.deterministic)
+
+    result = trainer.fit(dataset_fn)
+    summary = {"steps": result.steps, "epoch": round(result.epochs, 3),
+               "images_per_second": round(result.images_per_second, 1),
+               "stopped_early": result.stopped_early}
+    if result.stopped_early:
+        return summary
+
+    final = evaluate_model(trainer.model, dataset, cfg)
+    metrics = {**{k: final[k] for k in METRIC_KEYS}, **summary,
+               "num_query": final["num_query"], "num_gallery": final["num_gallery"],
+               "losses": result.losses}
+    rows = {"trained": final}
+    if init_path.exists():
+        init = json.loads(init_path.read_text())
+        metrics["init"] = {k: init[k] for k in METRIC_KEYS}
+        rows = {"random init": init, "trained": final}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"\n{cfg.model.name} on {cfg.data.dataset}: {len(dataset.query)} queries, "
+          f"{len(dataset.gallery)} gallery images, {result.steps} steps")
+    print(evaluator.format_table(rows))
+
+    if cfg.export.enabled:
+        from tfreid.export.savedmodel import export_savedmodel
+
+        path = export_savedmodel(
+            embedding_model(trainer.model), cfg.export.root, cfg.model.name, image_size,
+            metadata={"distance": cfg.eval.metric, "dataset": cfg.data.dataset,
+                      "run_dir": str(run_dir), "metrics": {k: metrics[k] for k in METRIC_KEYS}})
+        metrics["export"] = str(path)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(f"exported SavedModel: {path}")
+    return metrics

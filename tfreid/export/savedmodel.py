@@ -1,0 +1,94 @@
+"""SavedModel export in the TF Serving layout: `<root>/<model>/<version>/`.
+
+Signatures (preprocessing lives inside the graph, so clients send raw pixels or files):
+- `serving_default`: float32 images `[None, H, W, 3]`, RGB in 0..255 -> `{"embedding": [None, D]}`;
+- `serve_bytes`: string `[None]` of encoded JPEG/PNG/BMP/GIF -> decode, resize to `H x W`,
+  normalise -> `{"embedding": [None, D]}` (a REST client posts base64 images).
+`assets/tfreid.json` records what a consumer needs: model name, input size, embedding size,
+distance, preprocessing and the run's metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from tfreid.data.pipeline import decode_image
+from tfreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+
+def next_version(model_dir: str | pathlib.Path) -> int:
+    """The next free numeric version under `model_dir` (1 when empty)."""
+    model_dir = pathlib.Path(model_dir)
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: str,
+                      image_size: tuple[int, int], *, version: int | None = None,
+                      metadata: dict | None = None) -> pathlib.Path:
+    """Write `embed` (normalised images -> embedding) as `<root>/<model_name>/<version>/`.
+
+    The version folder is written under a temporary name and renamed into place, so TF Serving
+    (which polls for new numeric folders) never sees a half-written model. Existing versions are
+    never overwritten.
+
+    Returns:
+        The path of the new version folder.
+    """
+    height, width = (int(v) for v in image_size)
+    model_dir = pathlib.Path(root) / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir) if version is None else int(version)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    target = model_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; exports never overwrite a version")
+
+    def embed_pixels(images):
+        features = embed(normalize(tf.cast(images, tf.float32)), training=False)
+        return {"embedding": tf.cast(features, tf.float32)}
+
+    def embed_bytes(encoded):
+        def load(contents):
+            image = tf.image.resize(tf.cast(decode_image(contents), tf.float32), (height, width))
+            return tf.ensure_shape(image, (height, width, 3))
+
+        images = tf.map_fn(load, encoded,
+                           fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
+        return embed_pixels(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(embed)
+    archive.add_endpoint("serving_default", embed_pixels, input_signature=[
+        tf.TensorSpec((None, height, width, 3), tf.float32, name="images")])
+    archive.add_endpoint("serve_bytes", embed_bytes, input_signature=[
+        tf.TensorSpec((None,), tf.string, name="image_bytes")])
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    try:
+        archive.write_out(str(tmp), verbose=False)
+        info = {
+            "model": model_name,
+            "input_size": [height, width],
+            "input": "float32 RGB 0..255 [N, H, W, 3] (serving_default) or encoded images "
+                     "(serve_bytes)",
+            "embedding_size": int(embed.output.shape[-1]),
+            "preprocessing": {"resize": "bilinear", "scale": 1 / 255.0,
+                              "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            **(metadata or {}),
+        }
+        (tmp / "assets").mkdir(exist_ok=True)
+        (tmp / "assets" / "tfreid.json").write_text(json.dumps(info, indent=2))
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -1,0 +1,137 @@
+"""`python -m tfreid.train --model hacnn`: train, evaluate and export a ReID model.
+
+With no dataset it trains on the built-in synthetic ReID set (generated once, cached), so the
+command works on a fresh machine. See `--help` and README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import sys
+
+from tfreid import config as config_lib
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m tfreid.train", description="Train a ReID model end to end.")
+    parser.add_argument("--model", help="model name (see tfreid.models.available_models())")
+    parser.add_argument("--config", help="YAML recipe, e.g. configs/hacnn_market1501.yaml")
+    parser.add_argument("--dataset", help="dataset name (default: synthetic)")
+    parser.add_argument("--data-root", help="dataset folder")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=1e-3")
+    parser.add_argument("--output", help="run directory (default: runs/<model>-<dataset>-<time>)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--replicas", type=int,
+                        help="replicas; on a CPU-only machine N splits the CPU into N devices")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: at the end)")
+    parser.add_argument("--sync-bn", action="store_true", help="synchronized BatchNorm")
+    parser.add_argument("--jit", action="store_true", help="XLA-compile the train step")
+    parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output (or the latest matching run)")
+    parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    parser.add_argument("--backbone-weights", help="local ImageNet weights file for the backbone")
+    return parser.parse_args(argv)
+
+
+def _flags(args) -> dict:
+    flags: dict = {"model": {}, "data": {}, "train": {}, "export": {}}
+    if args.dataset:
+        flags["data"]["dataset"] = args.dataset
+    if args.data_root:
+        flags["data"]["root"] = args.data_root
+    for key in ("epochs", "max_steps", "replicas", "seed", "eval_every"):
+        if getattr(args, key) is not None:
+            flags["train"][key] = getattr(args, key)
+    for key in ("sync_bn", "jit", "mixed_precision"):
+        if getattr(args, key):
+            flags["train"][key] = True
+    if args.no_export:
+        flags["export"]["enabled"] = False
+    if args.backbone_weights:
+        flags["model"]["backbone_weights"] = args.backbone_weights
+    return flags
+
+
+def _run_dir(args, cfg) -> pathlib.Path:
+    if args.output:
+        return pathlib.Path(args.output)
+    prefix = f"{cfg.model.name}-{cfg.data.dataset}-"
+    if args.resume:
+        runs = sorted(pathlib.Path("runs").glob(prefix + "*"))
+        if not runs:
+            raise FileNotFoundError(f"--resume: no run matching runs/{prefix}* to resume; "
+                                    "pass --output RUN_DIR")
+        return runs[-1]
+    return pathlib.Path("runs") / (prefix + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+
+def prepare(args):
+    """Everything that can fail on bad input, before any training work: config, data, paths."""
+    from tfreid.data import build_dataset
+    from tfreid.models import available_models
+
+    if args.model and args.model not in available_models():
+        raise ValueError(f"unknown model {args.model!r}; available models: "
+                         f"{', '.join(available_models())}")
+    config_path = args.config
+    if args.resume and args.output and not config_path:
+        saved = pathlib.Path(args.output) / "config.yaml"
+        config_path = str(saved) if saved.is_file() else None
+    cfg = config_lib.resolve(args.model, config_path, _flags(args), args.overrides)
+    if cfg.model.name not in available_models():
+        raise ValueError(f"unknown model {cfg.model.name!r}; available models: "
+                         f"{', '.join(available_models())}")
+    run_dir = _run_dir(args, cfg)
+    if args.resume and not (run_dir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"--resume: {run_dir}/checkpoints/ does not exist")
+    if not args.resume and (run_dir / "checkpoints").is_dir():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it "
+                              "or choose another --output")
+    cfg.output_dir = str(run_dir)
+    dataset = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
+    if len(dataset.train) < cfg.batch_size:
+        raise ValueError(f"{cfg.data.dataset}: {len(dataset.train)} training images is fewer "
+                         f"than one batch of P*K = {cfg.batch_size}")
+    if dataset.num_train_pids < cfg.data.p:
+        raise ValueError(f"{cfg.data.dataset}: {dataset.num_train_pids} training identities is "
+                         f"fewer than data.p = {cfg.data.p}")
+    return cfg, dataset, run_dir
+
+
+def train(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
+    """Train, evaluate and export as `cfg` says; returns the final metrics dict."""
+    from tfreid.engine import session
+
+    return session.run(cfg, dataset, run_dir, resume=resume)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    debug = bool(os.environ.get("TFREID_DEBUG"))
+    try:
+        cfg, dataset, run_dir = prepare(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    metrics = train(cfg, dataset, run_dir, resume=args.resume)
+    if metrics.get("stopped_early"):
+        print(f"stopped early ({metrics['stopped_early']}) at step {metrics['steps']}; "
+              f"continue with: python -m tfreid.train --resume --output {run_dir}")
+        return 130
+    print(json.dumps({k: metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
