@@ -1,0 +1,110 @@
+"""HA-CNN hard regional attention: predicts one translation (tx, ty) per region."""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def stripe_bias(num_regions: int) -> np.ndarray:
+    """Pre-tanh Dense bias placing ``num_regions`` regions as evenly spaced horizontal stripes.
+
+    Region ``t`` gets ``tx = 0`` and ``ty_t = -1 + (2 t + 1) / T``; for ``T = 4`` this is
+    torchreid's ``[0, -0.75, 0, -0.25, 0, 0.25, 0, 0.75]``.
+
+    Args:
+        num_regions: the number of regions ``T`` (>= 1).
+
+    Returns:
+        float32 array of shape ``[2 T]``, interleaved ``(tx, ty)`` per region.
+    """
+    ty = -1.0 + (2.0 * np.arange(num_regions) + 1.0) / num_regions
+    return np.stack([np.zeros_like(ty), ty], axis=1).reshape(-1).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="tfreid")
+class HardRegionAttention(keras.layers.Layer):
+    """GAP -> Dense(2T) -> tanh -> per-region translations (tx, ty); fixed scales.
+
+    The hard regional attention of HA-CNN learns, for each of ``T`` regions, the translation of an
+    affine box whose scale is fixed (``s_h = 0.25``, ``s_w = 1`` in HA-CNN; the scale belongs to
+    `RegionSampler`). The translations are squashed by tanh into ``(-1, 1)`` — "percentages" of the
+    feature map that still let a region reach past the border (partially detected persons).
+
+    Initialisation follows torchreid's ``HardAttn.init_params``: the Dense kernel is zero and the
+    bias is ``tx = 0``, ``ty_t = -1 + (2 t + 1) / T`` *before* tanh (``T = 4``: ``-0.75, -0.25,
+    0.25, 0.75``), so at initialisation the output is ``tanh(bias)`` for every input and the regions
+    are ``T`` horizontal stripes from top to bottom. The Dense sublayer is named ``"fc"``.
+
+    Args:
+        num_regions: ``T``, number of regions (integer >= 1).
+        **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
+
+    Call arguments:
+        inputs: feature map ``[B, H, W, C]`` (HA-CNN: the output of the global block).
+
+    Returns:
+        ``theta`` of shape ``[B, T, 2]``, ``theta[..., 0] = tx``, ``theta[..., 1] = ty``, in
+        ``(-1, 1)``, ready for `RegionSampler`.
+
+    Example:
+
+    >>> x = keras.random.normal((2, 40, 16, 128))
+    >>> theta = HardRegionAttention(num_regions=4)(x)
+    >>> tuple(theta.shape)
+    (2, 4, 2)
+
+    Reference:
+        W. Li, X. Zhu, S. Gong, "Harmonious Attention Network for Person Re-Identification",
+        CVPR 2018, Sec. 3.1 (hard regional attention).
+    """
+
+    def __init__(self, num_regions: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_regions, bool) or not isinstance(num_regions, numbers.Integral) or num_regions < 1:
+            raise ValueError(
+                f"`num_regions` must be an integer >= 1, received num_regions={num_regions!r}."
+            )
+        self.num_regions = int(num_regions)
+        self.pool = keras.layers.GlobalAveragePooling2D(name="gap", dtype=self.dtype_policy)
+        self.fc = keras.layers.Dense(
+            2 * self.num_regions,
+            kernel_initializer="zeros",
+            bias_initializer=keras.initializers.Constant(0.0),
+            name="fc",
+            dtype=self.dtype_policy,
+        )
+
+    def _check_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                "HardRegionAttention expects a feature map of shape [B, H, W, C] with known C, "
+                f"received shape {input_shape}."
+            )
+        return input_shape
+
+    def build(self, input_shape):
+        input_shape = self._check_shape(input_shape)
+        self.pool.build(input_shape)
+        self.fc.build((input_shape[0], input_shape[-1]))
+        # Stripe layout at init (torchreid HardAttn.init_params); loaded weights overwrite it.
+        self.fc.bias.assign(ops.cast(stripe_bias(self.num_regions), self.fc.bias.dtype))
+        self.built = True
+
+    def call(self, inputs):
+        self._check_shape(inputs.shape)
+        theta = ops.tanh(self.fc(self.pool(inputs)))
+        return ops.reshape(theta, (-1, self.num_regions, 2))
+
+    def compute_output_shape(self, input_shape):
+        input_shape = self._check_shape(input_shape)
+        return (input_shape[0], self.num_regions, 2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_regions": self.num_regions})
+        return config
