@@ -1,0 +1,173 @@
+"""Scalar logging for training runs: TensorBoard event files plus a JSON-lines mirror.
+
+:class:`ScalarLogger` writes every scalar to ``<logdir>/events.out.tfevents.*`` (``tf.summary``)
+and appends it to ``<logdir>/scalars.jsonl`` as
+``{"step": int, "tag": str, "value": float, "wall_time": float}``, so plotting tools
+(``tfreid.visualize``) can read curves without the TensorBoard reader.
+:class:`RunningStats` keeps the per-step losses/timings the trainer logs as window means.
+
+Example:
+    >>> logger = ScalarLogger("runs/hacnn/logs")
+    >>> logger.log(20, {"loss/total": 6.1, "learning_rate": 5e-4})
+    >>> logger.close()
+    >>> read_scalars("runs/hacnn/logs/scalars.jsonl")["loss/total"]
+    [(20, 6.1)]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["ScalarLogger", "RunningStats", "read_scalars", "SCALARS_FILE"]
+
+SCALARS_FILE = "scalars.jsonl"
+
+# `tf.summary.scalar` needs the `tensorboard` pip package (not a dependency of tensorflow-cpu
+# 2.21). This metadata is exactly what tensorboard's scalar v2 op attaches (plugin "scalars",
+# empty ScalarPluginData v0, DATA_CLASS_SCALAR = 1), so TensorBoard reads the files unchanged.
+_SCALAR_METADATA = tf.compat.v1.SummaryMetadata(
+    plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars", content=b""),
+    data_class=1)
+
+
+class ScalarLogger:
+    """Writes named scalars to TensorBoard and to ``scalars.jsonl`` in the same directory.
+
+    Args:
+        logdir: directory for the event file and ``scalars.jsonl`` (created if missing). An
+            existing ``scalars.jsonl`` is appended to, so a resumed run continues the same curve.
+    """
+
+    def __init__(self, logdir: str):
+        if not isinstance(logdir, (str, os.PathLike)) or not str(logdir):
+            raise ValueError(f"`logdir` must be a directory path; received {logdir!r}.")
+        self.logdir = str(logdir)
+        os.makedirs(self.logdir, exist_ok=True)
+        self._writer = tf.summary.create_file_writer(self.logdir)
+        self._jsonl = open(os.path.join(self.logdir, SCALARS_FILE), "a", encoding="utf-8")
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        """Writes ``scalars`` (tag -> number) at ``step``; flushes both files.
+
+        Args:
+            step: global training step the values belong to.
+            scalars: tag -> value. Values must be real numbers (NaN/Inf are written as-is to
+                TensorBoard and as ``null`` in the JSON file, which has no NaN literal).
+        """
+        if self._jsonl is None:
+            raise RuntimeError("ScalarLogger.log() called after close().")
+        wall_time = time.time()
+        lines = []
+        with self._writer.as_default(step=int(step)):
+            for tag, value in scalars.items():
+                value = float(value)
+                tf.summary.write(tag, tf.constant(value, tf.float32),
+                                 metadata=_SCALAR_METADATA)
+                lines.append(json.dumps({"step": int(step), "tag": str(tag),
+                                         "value": value if math.isfinite(value) else None,
+                                         "wall_time": wall_time}))
+        self._writer.flush()
+        if lines:
+            self._jsonl.write("\n".join(lines) + "\n")
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        """Flushes and closes both files (idempotent)."""
+        if self._jsonl is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._jsonl.close()
+            self._jsonl = None
+
+
+def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
+    """Reads a ``scalars.jsonl`` file into ``{tag: [(step, value), ...]}`` in file order.
+
+    Args:
+        path: the ``scalars.jsonl`` file, or the log directory holding it.
+
+    Returns:
+        Mapping tag -> list of (step, value); ``null`` values come back as NaN.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    path = str(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, SCALARS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"scalars file not found: {path} (expected a {SCALARS_FILE} "
+                                "written by ScalarLogger, or its directory).")
+    out: dict[str, list[tuple[int, float]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a killed process; the rest of the file is intact
+            value = float("nan") if rec["value"] is None else float(rec["value"])
+            out.setdefault(rec["tag"], []).append((int(rec["step"]), value))
+    return out
+
+
+class RunningStats:
+    """Per-fit bookkeeping: loss sums per log window / epoch, and timed post-warm-up steps.
+
+    Args:
+        n: number of loss values recorded per step.
+        warmup_steps: leading steps left out of the images/s figures (tracing, XLA compile).
+    """
+
+    def __init__(self, n: int, warmup_steps: int = 2):
+        self.n, self.steps, self.warmup_steps = n, 0, int(warmup_steps)
+        self.window, self.window_steps = np.zeros(n), 0
+        self.epoch, self.epoch_steps = np.zeros(n), 0
+        self.timed_images, self.timed_seconds = 0, 0.0
+        self.win_images, self.win_seconds = 0, 0.0
+
+    def new_epoch(self):
+        """Starts a new epoch's loss means (the window and timing carry on)."""
+        self.epoch[:], self.epoch_steps = 0.0, 0
+
+    def record(self, losses, seconds, images):
+        """Adds one step: its loss vector, wall seconds of the step call, images processed."""
+        self.steps += 1
+        self.window += losses
+        self.epoch += losses
+        self.window_steps += 1
+        self.epoch_steps += 1
+        if self.steps > self.warmup_steps:
+            self.timed_images += images
+            self.timed_seconds += seconds
+            self.win_images += images
+            self.win_seconds += seconds
+
+    def pop_window(self):
+        """Mean losses over the steps since the last call; resets the window."""
+        means = (self.window / max(self.window_steps, 1)).tolist()
+        self.window[:], self.window_steps = 0.0, 0
+        return means
+
+    def window_images_per_second(self):
+        """Images/s over the timed steps since the last call (None if none was timed)."""
+        ips = self.win_images / self.win_seconds if self.win_seconds > 0 else None
+        self.win_images, self.win_seconds = 0, 0.0
+        return ips
+
+    def images_per_second(self):
+        """Images/s over all timed (post-warm-up) steps; 0.0 if none."""
+        return self.timed_images / self.timed_seconds if self.timed_seconds > 0 else 0.0
+
+    def epoch_means(self, names):
+        """``{name: mean}`` over the current epoch's steps ({} if none ran)."""
+        if not self.epoch_steps:
+            return {}
+        return dict(zip(names, (self.epoch / self.epoch_steps).tolist()))

@@ -1,0 +1,399 @@
+"""Model- and data-agnostic distributed training loop (DESIGN §3, §4).
+
+The :class:`Trainer` builds a model and optimizer inside a ``tf.distribute`` strategy, runs one
+traced train step per global batch (``strategy.run``), checkpoints to ``<output_dir>/checkpoints``
+(resumable: the data pipeline is a pure function of the step), writes TensorBoard +
+``scalars.jsonl`` to ``<output_dir>/logs``, stops cleanly on SIGINT/SIGTERM and refuses to go on
+(or to checkpoint) after a non-finite loss.
+
+Example:
+    >>> strategy = create_strategy(2)
+    >>> trainer = Trainer(
+    ...     strategy=strategy, model_fn=lambda: build_model("hacnn", 751),
+    ...     optimizer_fn=lambda: keras.optimizers.Adam(5e-4),
+    ...     loss_terms=[LossTerm("ce_global", "logits/global", cross_entropy)],
+    ...     output_dir="runs/hacnn", global_batch_size=32, steps_per_epoch=400, epochs=150)
+    >>> trainer.restore()                       # resume from the latest checkpoint, if any
+    >>> result = trainer.fit(lambda step: pipeline.train_dataset(start_step=step))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfreid.engine.checkpoint import CheckpointKeeper
+from tfreid.engine.strategy import enable_sync_batchnorm
+from tfreid.engine.signals import StopSignals
+from tfreid.engine.summaries import RunningStats, ScalarLogger
+
+__all__ = ["LossTerm", "TrainResult", "Trainer"]
+
+# Steps excluded from the images/s measurement: the first call traces (and XLA-compiles) the
+# step function, the second still pays one-off allocation costs.
+_WARMUP_STEPS = 2
+_RESERVED_NAMES = ("total", "regularization")
+
+
+@dataclasses.dataclass
+class LossTerm:
+    """One weighted loss on one model output.
+
+    Args:
+        name: name used for logging, e.g. ``"ce_global"``.
+        output_key: key in the model's output dict, e.g. ``"logits/global"``.
+        fn: ``fn(labels [b], predictions) -> per-example losses [b]`` (float). Runs inside the
+            replica context, so losses that mine over the global batch may all-gather there.
+        weight: multiplier of this term in the total loss.
+    """
+
+    name: str
+    output_key: str
+    fn: Callable
+    weight: float = 1.0
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes:
+        steps: global step reached (counts steps of earlier, resumed runs too).
+        epochs: ``steps / steps_per_epoch``.
+        images_per_second: training throughput of this call, excluding the first (tracing)
+            steps and time spent checkpointing/logging/evaluating; 0.0 if too few steps ran.
+        losses: mean of each term (unweighted), ``"regularization"`` (if any) and ``"total"``
+            over the steps run in the last (possibly partial) epoch of this call.
+        stopped_early: ``None``, or why training stopped before the last step
+            (``"signal SIGTERM"`` / ``"signal SIGINT"``).
+        eval_metrics: the last dict returned by ``evaluate_fn`` ({} if it never ran).
+    """
+
+    steps: int
+    epochs: float
+    images_per_second: float
+    losses: dict[str, float]
+    stopped_early: str | None
+    eval_metrics: dict = dataclasses.field(default_factory=dict)
+
+
+def _positive_int(name, value, minimum=1, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}"
+                         f"{' or None' if allow_none else ''}; received {value!r}.")
+
+
+def _validate_terms(loss_terms):
+    if not isinstance(loss_terms, (list, tuple)) or not loss_terms:
+        raise ValueError("`loss_terms` must be a non-empty list of LossTerm; "
+                         f"received {loss_terms!r}.")
+    names = set()
+    for term in loss_terms:
+        if not isinstance(term, LossTerm):
+            raise ValueError(f"`loss_terms` items must be LossTerm; received {term!r}.")
+        if not callable(term.fn):
+            raise ValueError(f"LossTerm {term.name!r}: `fn` must be callable; "
+                             f"received {term.fn!r}.")
+        if term.name in names or term.name in _RESERVED_NAMES:
+            raise ValueError(f"LossTerm names must be unique and not in {_RESERVED_NAMES}; "
+                             f"received duplicate/reserved name {term.name!r}.")
+        names.add(term.name)
+
+
+class Trainer:
+    """Distributed training loop with checkpoints, resume, signals, NaN guard and summaries.
+
+    Args:
+        strategy: a ``tf.distribute.Strategy`` (see ``tfreid.engine.strategy.create_strategy``).
+        model_fn: builds the Keras model (dict outputs); called inside ``strategy.scope()``.
+        optimizer_fn: builds the Keras 3 optimizer; called inside ``strategy.scope()``. Note:
+            Keras applies ``clipnorm``/``clipvalue``/``global_clipnorm`` per replica, before its
+            cross-replica gradient sum, so clipping is not replica-count invariant.
+        loss_terms: the :class:`LossTerm` list; the total is ``sum(weight * term) +
+            scale_regularization_loss(sum(model.losses))``.
+        output_dir: run directory; ``checkpoints/`` and ``logs/`` are created in it.
+        global_batch_size: images per step over all replicas (per-replica losses are scaled
+            by it, ``tf.nn.compute_average_loss``). Must be divisible by the replica count.
+        steps_per_epoch: steps per epoch.
+        epochs: number of epochs.
+        max_steps: optional cap on the global step.
+        checkpoint_every: save every N steps (0 = only at epoch ends, on signals and at the end).
+        keep_checkpoints: how many checkpoints to keep.
+        log_every: write scalars every N steps (values are means over the window).
+        eval_every: run ``evaluate_fn`` every N epochs (0 = only at the end).
+        evaluate_fn: ``evaluate_fn(model) -> dict`` of metrics; scalars logged as ``eval/<key>``.
+        jit_compile: XLA-compile the per-replica step.
+        sync_bn: switch every BatchNormalization layer to synchronized statistics.
+        progress: show a ``keras.utils.Progbar`` per epoch.
+
+    Attributes:
+        model, optimizer, strategy, step (``tf.Variable`` int64, the global step),
+        trace_count (how often the step function was traced).
+    """
+
+    def __init__(self, *, strategy: tf.distribute.Strategy, model_fn: Callable[[], keras.Model],
+                 optimizer_fn: Callable[[], keras.optimizers.Optimizer],
+                 loss_terms: list[LossTerm], output_dir: str, global_batch_size: int,
+                 steps_per_epoch: int, epochs: int, max_steps: int | None = None,
+                 checkpoint_every: int = 500, keep_checkpoints: int = 3, log_every: int = 20,
+                 eval_every: int = 0,
+                 evaluate_fn: Callable[[keras.Model], dict] | None = None,
+                 jit_compile: bool = False, sync_bn: bool = False, progress: bool = True):
+        if not isinstance(strategy, tf.distribute.Strategy):
+            raise ValueError(f"`strategy` must be a tf.distribute.Strategy; received {strategy!r}.")
+        _validate_terms(loss_terms)
+        for name, value, minimum in (("global_batch_size", global_batch_size, 1),
+                                     ("steps_per_epoch", steps_per_epoch, 1),
+                                     ("epochs", epochs, 1),
+                                     ("checkpoint_every", checkpoint_every, 0),
+                                     ("keep_checkpoints", keep_checkpoints, 1),
+                                     ("log_every", log_every, 1), ("eval_every", eval_every, 0)):
+            _positive_int(name, value, minimum)
+        _positive_int("max_steps", max_steps, allow_none=True)
+        replicas = strategy.num_replicas_in_sync
+        if global_batch_size % replicas:
+            raise ValueError(f"`global_batch_size`={global_batch_size} is not divisible by the "
+                             f"{replicas} replicas of the strategy.")
+        if evaluate_fn is not None and not callable(evaluate_fn):
+            raise ValueError(f"`evaluate_fn` must be callable or None; received {evaluate_fn!r}.")
+        if not output_dir:
+            raise ValueError(f"`output_dir` must be a directory path; received {output_dir!r}.")
+
+        self.strategy = strategy
+        self.loss_terms = list(loss_terms)
+        self.output_dir = str(output_dir)
+        self.global_batch_size = int(global_batch_size)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs = int(epochs)
+        total = self.epochs * self.steps_per_epoch
+        self.total_steps = total if max_steps is None else min(total, int(max_steps))
+        self.checkpoint_every, self.log_every = int(checkpoint_every), int(log_every)
+        self.eval_every, self.evaluate_fn = int(eval_every), evaluate_fn
+        self.progress, self.jit_compile = bool(progress), bool(jit_compile)
+        self.trace_count = 0
+
+        with strategy.scope():
+            self.model = model_fn()
+            if not isinstance(self.model, keras.Model):
+                raise ValueError(f"`model_fn` must return a keras.Model; received {self.model!r}.")
+            if sync_bn:
+                enable_sync_batchnorm(self.model)
+            self.optimizer = optimizer_fn()
+            if not isinstance(self.optimizer, keras.optimizers.Optimizer):
+                raise ValueError("`optimizer_fn` must return a keras.optimizers.Optimizer; "
+                                 f"received {self.optimizer!r}.")
+            # Slot variables must exist before restore(), or their saved values would be
+            # silently dropped (deferred restoration does not apply to Keras 3 optimizers).
+            self.optimizer.build(self.model.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self._ckpt = CheckpointKeeper(os.path.join(self.output_dir, "checkpoints"), self.model,
+                                      self.optimizer, self.step, keep_checkpoints)
+        self._names = [t.name for t in self.loss_terms]
+        if self.model.losses:
+            self._names.append("regularization")
+        self._names.append("total")
+        self._train_step = self._make_train_step()
+
+    # ------------------------------------------------------------------ train step
+    def _replica_step(self, images, labels):
+        """Forward/backward on one replica's share of the global batch; returns stacked losses."""
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            if not isinstance(outputs, dict):
+                raise ValueError("the model must return a dict of outputs; received "
+                                 f"{type(outputs).__name__}.")
+            values, total = [], 0.0
+            for term in self.loss_terms:
+                if term.output_key not in outputs:
+                    raise ValueError(f"LossTerm {term.name!r}: output_key {term.output_key!r} is "
+                                     f"not a model output; available: {sorted(outputs)}.")
+                per_example = tf.cast(term.fn(labels, outputs[term.output_key]), tf.float32)
+                if per_example.shape.rank != 1:
+                    raise ValueError(f"LossTerm {term.name!r}: fn must return per-example losses "
+                                     f"of shape [batch]; received shape {per_example.shape}.")
+                value = tf.nn.compute_average_loss(
+                    per_example, global_batch_size=self.global_batch_size)
+                values.append(value)
+                total += float(term.weight) * value
+            if self.model.losses:
+                reg = tf.nn.scale_regularization_loss(
+                    tf.add_n([tf.cast(x, tf.float32) for x in self.model.losses]))
+                values.append(reg)
+                total += reg
+            values.append(total)
+            scaled = self.optimizer.scale_loss(total)  # identity unless loss scaling is on
+        variables = self.model.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        # Keras 3 all-reduces (SUMs) the gradients across replicas inside apply_gradients, so
+        # the per-replica gradients of the globally scaled loss are passed as they are.
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return tf.stack(values)
+
+    def _make_train_step(self):
+        replica_fn = self._replica_step
+        if self.jit_compile:
+            replica_fn = tf.function(replica_fn, jit_compile=True)
+
+        @tf.function
+        def train_step(iterator):
+            self.trace_count += 1  # Python side effect: runs only while tracing
+            images, labels = next(iterator)
+            per_replica = self.strategy.run(replica_fn, args=(images, labels))
+            self.step.assign_add(1)
+            # Each replica holds its share of the global mean: SUM gives the global mean.
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        return train_step
+
+    # ------------------------------------------------------------------ checkpoints
+    def restore(self, checkpoint: str | None = None) -> int:
+        """Restores model, optimizer state and step.
+
+        Args:
+            checkpoint: a checkpoint prefix (``.../ckpt-1200``), a directory holding checkpoints
+                (its latest one is used), or ``None`` for the latest in
+                ``<output_dir>/checkpoints``.
+
+        Returns:
+            The restored step; 0 if ``checkpoint`` is None and no checkpoint exists yet.
+
+        Raises:
+            FileNotFoundError: an explicit ``checkpoint`` path that does not exist.
+        """
+        return self._ckpt.restore(checkpoint)
+
+    def save(self) -> str:
+        """Saves a checkpoint at the current step (no-op if one exists for it); returns its path."""
+        return self._ckpt.save()
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, dataset_fn: Callable[[int], tf.data.Dataset]) -> TrainResult:
+        """Trains from the current step to ``min(epochs * steps_per_epoch, max_steps)``.
+
+        Args:
+            dataset_fn: ``dataset_fn(start_step)`` -> (infinite) ``tf.data.Dataset`` of
+                ``(images, labels)`` GLOBAL batches starting at batch ``start_step``.
+
+        Returns:
+            A :class:`TrainResult`.
+
+        Raises:
+            FloatingPointError: a loss became NaN/Inf (no checkpoint of those weights is saved).
+            ValueError: the dataset does not yield ``(images, labels)`` global batches, or ends.
+        """
+        start = int(self.step.numpy())
+        iterator = self._make_iterator(dataset_fn, start) if start < self.total_steps else None
+        logger = ScalarLogger(os.path.join(self.output_dir, "logs"))
+        stop = StopSignals()
+        run = RunningStats(len(self._names), warmup_steps=_WARMUP_STEPS)
+        eval_metrics, evaluated_at = {}, None
+        step = start
+        try:
+            stop.install()
+            progbar, current_epoch = None, None
+            while step < self.total_steps and stop.name is None:
+                epoch, pos = divmod(step, self.steps_per_epoch)
+                if epoch != current_epoch:
+                    current_epoch = epoch
+                    run.new_epoch()
+                    progbar = self._progbar(epoch, pos)
+                t0 = time.perf_counter()
+                try:
+                    losses = self._train_step(iterator).numpy()
+                except tf.errors.OutOfRangeError as err:
+                    raise ValueError(f"dataset_fn({start}) ran out of batches at step {step + 1}; "
+                                     "it must return an infinite (repeated) dataset.") from err
+                step += 1
+                run.record(losses, time.perf_counter() - t0, self.global_batch_size)
+                self._check_finite(step, losses)
+                if progbar is not None:
+                    progbar.update(step - epoch * self.steps_per_epoch,
+                                   values=list(zip(self._display_names(), losses.tolist())))
+                if step % self.log_every == 0:
+                    logger.log(step, self._window_scalars(run))
+                epoch_end = step % self.steps_per_epoch == 0
+                if epoch_end or (self.checkpoint_every and step % self.checkpoint_every == 0):
+                    self._ckpt.save()
+                if (epoch_end and self.eval_every and self.evaluate_fn is not None
+                        and (step // self.steps_per_epoch) % self.eval_every == 0):
+                    eval_metrics, evaluated_at = self._evaluate(logger, step), step
+            if progbar is not None and step % self.steps_per_epoch:
+                print()  # the bar of an interrupted epoch does not end its line itself
+            if run.window_steps:  # the last, partial log window
+                logger.log(step, self._window_scalars(run))
+            self._ckpt.save()
+            if stop.name is None and self.evaluate_fn is not None and evaluated_at != step:
+                eval_metrics = self._evaluate(logger, step)
+        finally:
+            stop.uninstall()
+            logger.close()
+        return TrainResult(steps=step, epochs=step / self.steps_per_epoch,
+                           images_per_second=run.images_per_second(),
+                           losses=run.epoch_means(self._names),
+                           stopped_early=None if stop.name is None else f"signal {stop.name}",
+                           eval_metrics=eval_metrics)
+
+    def _make_iterator(self, dataset_fn, start):
+        dataset = dataset_fn(start)
+        if not isinstance(dataset, tf.data.Dataset):
+            raise ValueError(f"dataset_fn({start}) must return a tf.data.Dataset; received "
+                             f"{type(dataset).__name__}.")
+        spec = dataset.element_spec
+        if not isinstance(spec, tuple) or len(spec) != 2:
+            raise ValueError(f"dataset_fn({start}) must yield (images, labels) pairs; element_spec "
+                             f"is {spec}.")
+        batch = spec[0].shape[0] if spec[0].shape.rank else None
+        if batch is not None and batch != self.global_batch_size:
+            raise ValueError(f"dataset_fn({start}) yields batches of {batch} images but "
+                             f"global_batch_size={self.global_batch_size}.")
+        return iter(self.strategy.experimental_distribute_dataset(dataset))
+
+    def _check_finite(self, step, losses):
+        bad = [name for name, v in zip(self._names, losses) if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite loss at step {step}: {', '.join(bad)} = "
+                f"{[float(losses[self._names.index(b)]) for b in bad]}; training stopped, the "
+                f"latest checkpoint ({self._ckpt.latest}) holds the last good weights.")
+
+    def _display_names(self):
+        return ["loss" if n == "total" else n for n in self._names]
+
+    def _progbar(self, epoch, pos):
+        if not self.progress:
+            return None
+        print(f"Epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}")
+        bar = keras.utils.Progbar(self.steps_per_epoch, unit_name="step")
+        if pos:
+            bar.update(pos)
+        return bar
+
+    def _window_scalars(self, run):
+        scalars = {f"loss/{n}": v for n, v in zip(self._names, run.pop_window())}
+        scalars["learning_rate"] = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        ips = run.window_images_per_second()
+        if ips is not None:
+            scalars["images_per_second"] = ips
+        return scalars
+
+    def _evaluate(self, logger, step):
+        metrics = self.evaluate_fn(self.model)
+        if not isinstance(metrics, dict):
+            raise ValueError(f"evaluate_fn must return a dict of metrics; received "
+                             f"{type(metrics).__name__}.")
+        metrics = dict(metrics)
+        scalars = {}
+        for key, value in metrics.items():
+            if np.ndim(value) == 0 and isinstance(np.asarray(value).item(), (int, float)):
+                scalars[f"eval/{key}"] = float(value)
+        logger.log(step, scalars)
+        return metrics
