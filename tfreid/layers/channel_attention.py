@@ -1,0 +1,94 @@
+"""HA-CNN soft channel attention: a squeeze-and-excitation style per-channel weight."""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+from keras import ops
+
+from tfreid.layers.conv_bn_relu import ConvBNReLU
+
+
+@keras.saving.register_keras_serializable(package="tfreid")
+class SoftChannelAttention(keras.layers.Layer):
+    """Global average pooling -> 1x1 conv to ``C / r`` -> 1x1 conv back to ``C``.
+
+    The channel branch of HA-CNN's soft attention (Eq. 3-4): the per-channel signature over the
+    whole image goes through a bottleneck of reduction rate ``r`` (16 in the paper), costing
+    ``2 C^2 / r`` weights instead of ``C^2``. Both convolutions are conv-BN-ReLU (torchreid's
+    ``ChannelAttn``); BN normalises over the batch since the maps are 1x1.
+    Sublayers: ``"conv1"``, ``"conv2"`` (`ConvBNReLU`).
+
+    Args:
+        reduction: bottleneck reduction rate ``r`` (positive integer, ``C // r >= 1``). Default 16.
+        use_bias: whether the two convolutions have a bias (torchreid: True). Default False.
+        **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
+
+    Call arguments:
+        inputs: feature map ``[B, H, W, C]``.
+        training: Python bool, forwarded to BN.
+
+    Returns:
+        Channel attention ``C`` of shape ``[B, 1, 1, C]``, non-negative (ReLU output).
+
+    Example:
+
+    >>> c = SoftChannelAttention(reduction=16)(keras.random.normal((2, 40, 16, 128)))
+    >>> c.shape
+    (2, 1, 1, 128)
+
+    Reference:
+        W. Li, X. Zhu, S. Gong, "Harmonious Attention Network for Person Re-Identification",
+        CVPR 2018, Sec. 3.1 (I)(2), Eq. 3-4, Fig. 3(c); J. Hu et al., "Squeeze-and-Excitation
+        Networks", CVPR 2018.
+    """
+
+    def __init__(self, reduction: int = 16, use_bias: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(reduction, bool) or not isinstance(reduction, numbers.Integral) or reduction < 1:
+            raise ValueError(f"`reduction` must be a positive integer, received reduction={reduction!r}.")
+        if not isinstance(use_bias, bool):
+            raise ValueError(f"`use_bias` must be a bool, received use_bias={use_bias!r}.")
+        self.reduction = int(reduction)
+        self.use_bias = use_bias
+        self.conv1 = None  # widths depend on C, created in build()
+        self.conv2 = None
+
+    def _check_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                "SoftChannelAttention expects a feature map [B, H, W, C] with known C, "
+                f"received shape {input_shape}."
+            )
+        if input_shape[-1] // self.reduction < 1:
+            raise ValueError(
+                f"SoftChannelAttention: channels C={input_shape[-1]} must be >= reduction="
+                f"{self.reduction} so that the bottleneck C // reduction has at least one channel."
+            )
+        return input_shape
+
+    def build(self, input_shape):
+        b, _, _, c = self._check_shape(input_shape)
+        kw = dict(use_bias=self.use_bias, dtype=self.dtype_policy)
+        self.conv1 = ConvBNReLU(c // self.reduction, 1, name="conv1", **kw)
+        self.conv2 = ConvBNReLU(c, 1, name="conv2", **kw)
+        self.conv1.build((b, 1, 1, c))
+        self.conv2.build((b, 1, 1, c // self.reduction))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        self._check_shape(inputs.shape)
+        y = ops.mean(inputs, axis=(1, 2), keepdims=True)
+        y = self.conv1(y, training=training)
+        return self.conv2(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        b, _, _, c = self._check_shape(input_shape)
+        return (b, 1, 1, c)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"reduction": self.reduction, "use_bias": self.use_bias})
+        return config
