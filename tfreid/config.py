@@ -256,7 +256,7 @@ MODEL_DEFAULTS: dict[str, dict] = {
         "losses": [_ce("ce_global", "logits/global"), _ce("ce_local", "logits/local")],
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "warmup_epochs": 1,
                   "warmup_start_lr": 3e-4},
-        "train": {"epochs": 8},
+        "train": {"epochs": 4},
     },
 }
 

@@ -38,12 +38,14 @@ class CheckpointKeeper:
         optimizer: the Keras optimizer, already built (slot variables created).
         step: the int64 global-step ``tf.Variable``; checkpoints are named ``ckpt-<step>``.
         keep: how many checkpoints to keep.
+        extra: more trackables to save alongside, by name (e.g. a center loss' centres).
     """
 
-    def __init__(self, directory, model, optimizer, step, keep: int = 3):
+    def __init__(self, directory, model, optimizer, step, keep: int = 3, extra=None):
         self.directory = str(directory)
         self.step = step
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
+                                              **(extra or {}))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
                                                   max_to_keep=int(keep))
         self._saved_step = None

@@ -8,11 +8,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfreid import metrics
-from tfreid.data.pipeline import build_eval_dataset
+from tfreid.data.pipeline import BadImageReport, build_eval_dataset
 
 
 def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bool = False,
-                     on_bad_image: str = "error") -> np.ndarray:
+                     on_bad_image: str = "error", report: BadImageReport | None = None) -> np.ndarray:
     """Embed `samples` in order with an images -> embedding model, batched.
 
     Args:
@@ -22,13 +22,18 @@ def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bo
         batch_size: images per forward pass (bounds memory).
         flip: average the embeddings of each image and its horizontal mirror (test-time
             augmentation); the average is taken on the embeddings as the model outputs them.
-        on_bad_image: `"error"` or `"skip"` as in the pipeline.
+        on_bad_image: `"error"` or `"skip"` as in the pipeline (a skipped image keeps its row,
+            embedded from a placeholder; its path is recorded in `report`).
+        report: the `BadImageReport` to fill.
 
     Returns:
         float32 array `[len(samples), D]`.
     """
 
-    @tf.function(reduce_retracing=True)
+    height, width = (int(v) for v in image_size)
+
+    # One trace for every batch size (the last batch is usually partial).
+    @tf.function(input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)])
     def forward(images):
         features = tf.cast(embed(images, training=False), tf.float32)
         if flip:
@@ -37,7 +42,7 @@ def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bo
         return features
 
     dataset = build_eval_dataset(samples, image_size=tuple(image_size), batch_size=batch_size,
-                                 on_bad_image=on_bad_image)
+                                 on_bad_image=on_bad_image, report=report)
     chunks = [forward(images).numpy() for images in dataset]
     if not chunks:
         raise ValueError("no images to embed (empty split)")
@@ -53,10 +58,21 @@ def evaluate(embed, dataset, image_size, *, metric: str = "euclidean", rerank: b
     `num_query`, `num_gallery`, `num_valid_queries` and `seconds`.
     """
     start = time.perf_counter()
-    qf = extract_features(embed, dataset.query, image_size, batch_size, flip, on_bad_image)
-    gf = extract_features(embed, dataset.gallery, image_size, batch_size, flip, on_bad_image)
-    q_pids, q_cams = _labels(dataset.query)
-    g_pids, g_cams = _labels(dataset.gallery)
+    report = BadImageReport()
+    query, gallery = dataset.query, dataset.gallery
+    qf = extract_features(embed, query, image_size, batch_size, flip, on_bad_image, report)
+    gf = extract_features(embed, gallery, image_size, batch_size, flip, on_bad_image, report)
+    if report.count:  # on_bad_image="skip": leave unreadable images out of the ranking
+        bad = set(report.paths)
+        print(f"warning: {report.count} unreadable images left out of the evaluation: "
+              f"{', '.join(report.paths[:5])}{' ...' if report.count > 5 else ''}")
+        q_keep = np.array([s.path not in bad for s in query])
+        g_keep = np.array([s.path not in bad for s in gallery])
+        qf, gf = qf[q_keep], gf[g_keep]
+        query = [s for s, k in zip(query, q_keep) if k]
+        gallery = [s for s, k in zip(gallery, g_keep) if k]
+    q_pids, q_cams = _labels(query)
+    g_pids, g_cams = _labels(gallery)
     if rerank:
         dist = metrics.re_ranking(
             metrics.compute_distance_matrix(qf, gf, metric),
@@ -75,8 +91,9 @@ def evaluate(embed, dataset, image_size, *, metric: str = "euclidean", rerank: b
         "rank5": float(cmc[min(4, len(cmc) - 1)]),
         "rank10": float(cmc[min(9, len(cmc) - 1)]),
         "mINP": float(result.mINP),
-        "num_query": len(dataset.query),
-        "num_gallery": len(dataset.gallery),
+        "num_query": len(query),
+        "num_gallery": len(gallery),
+        "num_bad_images": report.count,
         "num_valid_queries": int(result.num_valid_queries),
         "seconds": round(time.perf_counter() - start, 2),
     }

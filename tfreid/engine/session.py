@@ -78,10 +78,12 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         return build_model(cfg.model.name, dataset.num_train_pids,
                            input_shape=(*image_size, 3), **overrides)
 
+    with strategy.scope():  # stateful losses (center loss) create mirrored variables
+        loss_terms = build_loss_terms(cfg)
     trainer = Trainer(
         strategy=strategy, model_fn=model_fn,
         optimizer_fn=lambda: build_optimizer(cfg.optim, steps_per_epoch, total_steps),
-        loss_terms=build_loss_terms(cfg), output_dir=str(run_dir),
+        loss_terms=loss_terms, output_dir=str(run_dir),
         global_batch_size=cfg.batch_size, steps_per_epoch=steps_per_epoch,
         epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
         checkpoint_every=cfg.train.checkpoint_every, keep_checkpoints=cfg.train.keep_checkpoints,
@@ -108,7 +110,8 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
     if result.stopped_early:
         return summary
 
-    final = evaluate_model(trainer.model, dataset, cfg)
+    # The trainer evaluates at the end of fit (and logs it to TensorBoard); reuse that result.
+    final = result.eval_metrics or evaluate_model(trainer.model, dataset, cfg)
     metrics = {**{k: final[k] for k in METRIC_KEYS}, **summary,
                "num_query": final["num_query"], "num_gallery": final["num_gallery"],
                "losses": result.losses}

@@ -195,8 +195,10 @@ class Trainer:
             # silently dropped (deferred restoration does not apply to Keras 3 optimizers).
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        # Stateful losses (center loss centres) resume with the model.
+        stateful = {f"loss_{t.name}": t.fn for t in self.loss_terms if isinstance(t.fn, tf.Module)}
         self._ckpt = CheckpointKeeper(os.path.join(self.output_dir, "checkpoints"), self.model,
-                                      self.optimizer, self.step, keep_checkpoints)
+                                      self.optimizer, self.step, keep_checkpoints, extra=stateful)
         self._names = [t.name for t in self.loss_terms]
         if self.model.losses:
             self._names.append("regularization")

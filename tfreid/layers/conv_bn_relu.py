@@ -7,53 +7,13 @@ import numbers
 import keras
 from keras import ops
 
+from tfreid.ops.batch_norm import fused_bn_applies, fused_bn_train
+
 
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer, received {name}={value!r}.")
     return int(value)
-
-
-def _fused_bn_applies(bn):
-    """Whether `_fused_bn_train` reproduces ``bn(y, training=True)`` (else use the Keras path)."""
-    return (
-        keras.backend.backend() == "tensorflow"
-        and bn.trainable  # frozen BN normalises with the moving statistics
-        and not bn.synchronized  # sync-BN needs the cross-replica moments of keras.ops.moments
-        and not bn.renorm
-        and bn.center
-        and bn.scale
-        and bn.axis in (-1, 3)
-    )
-
-
-def _fused_bn_train(bn, y):
-    """Training-mode BN of Keras layer `bn` on NHWC `y` with TF's fused kernel.
-
-    Same maths and moving-average update as `keras.layers.BatchNormalization` (biased batch
-    variance in both the output and the moving variance), but one FusedBatchNormV3 op forward and
-    one backward instead of ~10 element-wise ops; on CPU this halves HA-CNN's training step.
-    Keras (3.15) has no fused batch norm in `keras.ops`, hence raw TF here (TensorFlow backend
-    only, see `_fused_bn_applies`).
-    """
-    import tensorflow as tf  # TF backend only; keeps the module importable elsewhere
-
-    # The TF wrapper raises epsilon to >= 1.001e-5 (cuDNN's floor); the change is ~1e-8 relative.
-    out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-        y,
-        tf.cast(bn.gamma, "float32"),
-        tf.cast(bn.beta, "float32"),
-        epsilon=bn.epsilon,
-        data_format="NHWC",
-        is_training=True,
-    )
-    # The op reports the Bessel-corrected variance; Keras tracks the biased one.
-    count = tf.cast(tf.size(y) // tf.shape(y)[-1], "float32")
-    variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
-    m = bn.momentum
-    bn.moving_mean.assign(bn.moving_mean * m + mean * (1.0 - m))
-    bn.moving_variance.assign(bn.moving_variance * m + variance * (1.0 - m))
-    return out
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -153,8 +113,8 @@ class ConvBNReLU(keras.layers.Layer):
     def call(self, inputs, training=None):
         if training:
             y = self.conv(inputs)
-            if _fused_bn_applies(self.bn):
-                return ops.relu(_fused_bn_train(self.bn, y))
+            if fused_bn_applies(self.bn):
+                return ops.relu(fused_bn_train(self.bn, y))
             return ops.relu(self.bn(y, training=training))
         # Inference: fold BN into the convolution, relu(conv(x, k * s) + b). This is the same
         # affine map, but the graph becomes conv + add + relu, which TF's grappler fuses into one

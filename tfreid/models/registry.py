@@ -47,7 +47,7 @@ def embedding_model(model: keras.Model) -> keras.Model:
         raise ValueError(
             f"model {model.name!r} has no 'embedding' output; outputs are {outputs!r}"
         )
-    return keras.Model(model.inputs, outputs["embedding"], name=f"{model.name}_embedding")
+    return keras.Model(model.input, outputs["embedding"], name=f"{model.name}_embedding")
 
 
 def _import_builtin_models():
