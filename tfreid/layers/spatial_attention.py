@@ -73,8 +73,11 @@ class SoftSpatialAttention(keras.layers.Layer):
         _, h, w, _ = self._check_shape(inputs.shape)
         s = ops.mean(inputs, axis=-1, keepdims=True)
         s = self.conv1(s, training=training)
-        s = ops.image.resize(s, (h, w), interpolation="bilinear", antialias=False)
-        s = ops.cast(s, self.compute_dtype)  # TF's bilinear resize returns float32 for float16 input
+        # Resize in float32 and cast back: TF's bilinear resize returns float32 for half
+        # inputs, and its gradient under XLA fails on mixed bfloat16/float32 operands.
+        s = ops.image.resize(ops.cast(s, "float32"), (h, w), interpolation="bilinear",
+                             antialias=False)
+        s = ops.cast(s, self.compute_dtype)
         return self.conv2(s, training=training)
 
     def compute_output_shape(self, input_shape):
