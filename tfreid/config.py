@@ -81,6 +81,10 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 0  # epochs; 0 = only at the end
     eval_at_start: bool = True  # evaluate the random-init network for reference
+    # Multi-worker: the same "host:port" list on every worker (worker 0 is the chief) and this
+    # worker's index in it; alternatively set TF_CONFIG in the environment.
+    worker_hosts: list[str] | None = None
+    task_index: int | None = None
 
 
 @dataclasses.dataclass
@@ -142,6 +146,20 @@ class Config:
                 f"the global batch P*K = {self.batch_size} must divide evenly over "
                 f"train.replicas={self.train.replicas}"
             )
+        t = self.train
+        if (t.worker_hosts is None) != (t.task_index is None):
+            raise ValueError("train.worker_hosts and train.task_index must be given together, "
+                             f"got worker_hosts={t.worker_hosts!r}, task_index={t.task_index!r}")
+        if t.worker_hosts is not None:
+            hosts = t.worker_hosts
+            if (not isinstance(hosts, list) or not hosts
+                    or not all(isinstance(h, str) and ":" in h for h in hosts)):
+                raise ValueError("train.worker_hosts must be a non-empty list of 'host:port', "
+                                 f"got {hosts!r}")
+            if (isinstance(t.task_index, bool) or not isinstance(t.task_index, int)
+                    or not 0 <= t.task_index < len(hosts)):
+                raise ValueError(f"train.task_index must be an integer in [0, {len(hosts) - 1}] "
+                                 f"(a position in train.worker_hosts), got {t.task_index!r}")
         if not self.losses:
             raise ValueError("the config has no loss terms (losses: [...])")
         return self

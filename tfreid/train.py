@@ -34,7 +34,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: at the end)")
     parser.add_argument("--sync-bn", action="store_true", help="synchronized BatchNorm")
     parser.add_argument("--jit", action="store_true", help="XLA-compile the train step")
-    parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU")
+    parser.add_argument("--worker-hosts", metavar="HOST:PORT,HOST:PORT",
+                        help="multi-worker training: all workers' addresses, same order on "
+                             "every worker (worker 0 is the chief); or set TF_CONFIG instead")
+    parser.add_argument("--task-index", type=int, help="this worker's position in --worker-hosts")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output (or the latest matching run)")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
@@ -54,6 +59,10 @@ def _flags(args) -> dict:
     for key in ("sync_bn", "jit", "mixed_precision"):
         if getattr(args, key):
             flags["train"][key] = True
+    if args.worker_hosts is not None:
+        flags["train"]["worker_hosts"] = [h.strip() for h in args.worker_hosts.split(",")]
+    if args.task_index is not None:
+        flags["train"]["task_index"] = args.task_index
     if args.no_export:
         flags["export"]["enabled"] = False
     if args.backbone_weights:
@@ -90,10 +99,18 @@ def prepare(args):
     if cfg.model.name not in available_models():
         raise ValueError(f"unknown model {cfg.model.name!r}; available models: "
                          f"{', '.join(available_models())}")
+    from tfreid.engine.strategy import resolve_tf_config, worker_info
+
+    tf_config = resolve_tf_config(cfg.train.worker_hosts, cfg.train.task_index)
+    if tf_config is not None and not args.output:
+        # A timestamped default name would differ between the workers.
+        raise ValueError("multi-worker training needs --output RUN_DIR (the same path on every "
+                         "worker; the chief writes into it)")
+    chief = worker_info(tf_config=tf_config).is_chief
     run_dir = _run_dir(args, cfg)
     if args.resume and not (run_dir / "checkpoints").is_dir():
         raise FileNotFoundError(f"--resume: {run_dir}/checkpoints/ does not exist")
-    if not args.resume and (run_dir / "checkpoints").is_dir():
+    if chief and not args.resume and (run_dir / "checkpoints").is_dir():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it "
                               "or choose another --output")
     cfg.output_dir = str(run_dir)
@@ -129,6 +146,9 @@ def main(argv=None) -> int:
         print(f"stopped early ({metrics['stopped_early']}) at step {metrics['steps']}; "
               f"continue with: python -m tfreid.train --resume --output {run_dir}")
         return 130
+    if metrics.get("is_chief") is False:
+        print(json.dumps({k: metrics[k] for k in ("steps", "epoch", "images_per_second")}))
+        return 0
     print(json.dumps({k: metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")}))
     return 0
 

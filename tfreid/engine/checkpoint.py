@@ -18,11 +18,17 @@ Example:
     >>> keeper = CheckpointKeeper("run/checkpoints", model, optimizer, step, keep=3)
     >>> keeper.save()
     'run/checkpoints/ckpt-0'
+
+Multi-worker: ``MultiWorkerMirroredStrategy`` needs every worker to call ``save`` (saving may
+run collective ops), but only the chief's files are kept. Non-chief workers use
+``temporary=True`` (their files are deleted right after each save) and ``read_directory`` (the
+chief's checkpoint folder, on a shared filesystem) to resume.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -39,10 +45,16 @@ class CheckpointKeeper:
         step: the int64 global-step ``tf.Variable``; checkpoints are named ``ckpt-<step>``.
         keep: how many checkpoints to keep.
         extra: more trackables to save alongside, by name (e.g. a center loss' centres).
+        temporary: delete ``directory`` after every save (non-chief multi-worker processes).
+        read_directory: where :meth:`restore` looks for the latest checkpoint (default:
+            ``directory``); a non-chief worker reads the chief's folder.
     """
 
-    def __init__(self, directory, model, optimizer, step, keep: int = 3, extra=None):
+    def __init__(self, directory, model, optimizer, step, keep: int = 3, extra=None,
+                 temporary: bool = False, read_directory=None):
         self.directory = str(directory)
+        self.read_directory = str(read_directory or directory)
+        self.temporary = bool(temporary)
         self.step = step
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                                               **(extra or {}))
@@ -53,6 +65,8 @@ class CheckpointKeeper:
     @property
     def latest(self) -> str | None:
         """Path prefix of the latest complete checkpoint, or None."""
+        if self.temporary:
+            return tf.train.latest_checkpoint(self.read_directory)
         return self.manager.latest_checkpoint
 
     def save(self) -> str:
@@ -64,10 +78,12 @@ class CheckpointKeeper:
         step = int(self.step.numpy())
         # Re-saving the step we restored from would rewrite the latest checkpoint's files in
         # place — the one window where a kill could damage the checkpoint we resume from.
-        if self._saved_step == step and self.latest is not None:
+        if self._saved_step == step and (self.temporary or self.latest is not None):
             return self.latest
         path = self.manager.save(checkpoint_number=step)
         self._saved_step = step
+        if self.temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
         return path
 
     def restore(self, checkpoint: str | None = None) -> int:
@@ -78,7 +94,7 @@ class CheckpointKeeper:
             ValueError: the checkpoint does not match the model/optimizer (architecture changed).
         """
         if checkpoint is None:
-            path = self.manager.latest_checkpoint
+            path = tf.train.latest_checkpoint(self.read_directory)
             if path is None:
                 return 0
         elif os.path.isdir(str(checkpoint)):

@@ -16,7 +16,8 @@ from tfreid.data.pipeline import build_train_dataset
 from tfreid.data.transforms import AugmentConfig
 from tfreid.engine import evaluator
 from tfreid.engine.optim import build_optimizer
-from tfreid.engine.strategy import configure_cpu_replicas, create_strategy
+from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, resolve_tf_config,
+                                    worker_info)
 from tfreid.engine.trainer import LossTerm, Trainer
 from tfreid.losses import build_loss
 from tfreid.models import build_model, embedding_model
@@ -25,16 +26,33 @@ METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
 
 def setup_runtime(cfg) -> tf.distribute.Strategy:
-    """Devices, seeds, precision policy and the distribution strategy (call before any TF op)."""
+    """Devices, seeds, precision policy and the distribution strategy (call before any TF op).
+
+    ``train.worker_hosts``/``train.task_index`` or ``TF_CONFIG`` with several workers give a
+    ``MultiWorkerMirroredStrategy``. ``train.mixed_precision`` selects ``mixed_float16`` on GPU
+    (the Trainer then adds dynamic loss scaling) and ``mixed_bfloat16`` on CPU (no scaling:
+    bfloat16 has float32's exponent range).
+    """
+    tf_config = resolve_tf_config(cfg.train.worker_hosts, cfg.train.task_index)
+    if tf_config is not None:
+        # MultiWorkerMirroredStrategy configures collective ops, which must precede all other
+        # TF work in the process, so it is created first.
+        strategy = create_strategy(cfg.train.replicas, tf_config=tf_config)
+        _seed_and_policy(cfg)
+        return strategy
     if cfg.train.replicas and cfg.train.replicas > 1 and not tf.config.list_physical_devices("GPU"):
         configure_cpu_replicas(cfg.train.replicas)
+    _seed_and_policy(cfg)
+    return create_strategy(cfg.train.replicas)
+
+
+def _seed_and_policy(cfg) -> None:
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     if cfg.train.mixed_precision:
         gpu = bool(tf.config.list_physical_devices("GPU"))
         keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
-    return create_strategy(cfg.train.replicas)
 
 
 def build_loss_terms(cfg) -> list[LossTerm]:
@@ -58,13 +76,17 @@ def evaluate_model(model, dataset, cfg) -> dict:
 
 
 def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
+    """Trains/evaluates/exports one run. In multi-worker training only the chief writes files
+    and evaluates; the other workers return ``{"steps", "epoch", ..., "is_chief": False}``."""
     strategy = setup_runtime(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.dump(run_dir / "config.yaml")
-    # What `python -m tfreid.evaluate/export` need to rebuild the exact network of this run.
-    (run_dir / "run.json").write_text(json.dumps({
-        "model": cfg.model.name, "num_classes": dataset.num_train_pids,
-        "input_size": [cfg.data.height, cfg.data.width], "model_kwargs": cfg.model.kwargs}))
+    chief = worker_info(strategy).is_chief
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump(run_dir / "config.yaml")
+        # What `python -m tfreid.evaluate/export` need to rebuild the exact network of this run.
+        (run_dir / "run.json").write_text(json.dumps({
+            "model": cfg.model.name, "num_classes": dataset.num_train_pids,
+            "input_size": [cfg.data.height, cfg.data.width], "model_kwargs": cfg.model.kwargs}))
     image_size = (cfg.data.height, cfg.data.width)
     steps_per_epoch = len(dataset.train) // cfg.batch_size
     total_steps = cfg.train.epochs * steps_per_epoch
@@ -93,7 +115,7 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
     start_step = trainer.restore() if resume else 0
 
     init_path = run_dir / "metrics_init.json"
-    if cfg.train.eval_at_start and start_step == 0 and not init_path.exists():
+    if chief and cfg.train.eval_at_start and start_step == 0 and not init_path.exists():
         print("Evaluating the randomly initialised network for reference ...")
         init_path.write_text(json.dumps(evaluate_model(trainer.model, dataset, cfg), indent=2))
 
@@ -109,6 +131,8 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
                "stopped_early": result.stopped_early}
     if result.stopped_early:
         return summary
+    if not chief:
+        return {**summary, "is_chief": False}
 
     # The trainer evaluates at the end of fit (and logs it to TensorBoard); reuse that result.
     final = result.eval_metrics or evaluate_model(trainer.model, dataset, cfg)

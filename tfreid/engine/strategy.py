@@ -10,14 +10,25 @@ Example:
     >>> strategy = create_strategy(2)      # MirroredStrategy over /cpu:0 and /cpu:1
     >>> strategy.num_replicas_in_sync
     2
+
+Several hosts (or processes): every worker runs the same program with ``TF_CONFIG`` set (or with
+``tf_config_from_hosts``); ``create_strategy(tf_config=...)`` then returns a
+``MultiWorkerMirroredStrategy`` and :func:`worker_info` tells the chief (who writes checkpoints,
+summaries and exports) from the other workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+
 import keras
 import tensorflow as tf
 
-__all__ = ["configure_cpu_replicas", "create_strategy", "enable_sync_batchnorm"]
+__all__ = ["configure_cpu_replicas", "create_strategy", "enable_sync_batchnorm",
+           "tf_config_from_hosts", "tf_config_from_env", "resolve_tf_config", "WorkerInfo",
+           "worker_info", "task_from_tf_config"]
 
 
 def _check_replicas(name: str, value, allow_none: bool) -> None:
@@ -65,8 +76,14 @@ def configure_cpu_replicas(n: int) -> None:
         ) from err
 
 
-def create_strategy(replicas: int | None = None) -> tf.distribute.Strategy:
-    """Returns the distribution strategy for single-host training.
+def create_strategy(replicas: int | None = None,
+                    tf_config: dict | None = None) -> tf.distribute.Strategy:
+    """Returns the distribution strategy: one host, or several workers.
+
+    * ``tf_config`` describes a cluster (see :func:`resolve_tf_config`):
+      ``MultiWorkerMirroredStrategy`` over all workers, each contributing its local GPUs (or its
+      CPU), with RING collectives (NCCL does not exist on CPU; RING works on both). It must be
+      created before any other TensorFlow op runs in the process.
 
     * GPUs visible: ``MirroredStrategy`` over all GPUs, or over the first ``replicas`` of them.
     * CPU only, ``replicas`` in ``(None, 1)``: ``OneDeviceStrategy("/cpu:0")`` — it has a real
@@ -76,13 +93,17 @@ def create_strategy(replicas: int | None = None) -> tf.distribute.Strategy:
       ``ReductionToOneDevice`` (NCCL does not exist on CPU).
 
     Args:
-        replicas: number of replicas, or ``None`` for "all GPUs / one CPU".
+        replicas: number of replicas, or ``None`` for "all GPUs / one CPU". Must be None or 1
+            with ``tf_config`` (a worker uses all its GPUs; restrict with CUDA_VISIBLE_DEVICES).
+        tf_config: a ``TF_CONFIG``-style dict ``{"cluster": {"worker": [...]}, "task": {...}}``,
+            or None for single-host training.
 
     Returns:
         A ``tf.distribute.Strategy``.
 
     Raises:
-        ValueError: ``replicas`` is not a positive integer/None, or asks for more GPUs than exist.
+        ValueError: ``replicas`` is not a positive integer/None, asks for more GPUs than exist,
+            or is > 1 together with ``tf_config``; ``tf_config`` is malformed.
         RuntimeError: CPU-only, ``replicas > 1`` and TF already initialised with fewer devices.
 
     Example:
@@ -91,8 +112,21 @@ def create_strategy(replicas: int | None = None) -> tf.distribute.Strategy:
         ...     model = build_model("hacnn", num_classes=751)
     """
     _check_replicas("replicas", replicas, allow_none=True)
-    # Multi-worker (several hosts) will branch here on TF_CONFIG into
-    # tf.distribute.MultiWorkerMirroredStrategy; the trainer only relies on the Strategy API.
+    if tf_config is not None:
+        if replicas not in (None, 1):
+            raise ValueError(f"`replicas`={replicas} cannot be combined with multi-worker "
+                             "training (`tf_config`): every worker uses all its local GPUs (or "
+                             "its CPU); select GPUs with CUDA_VISIBLE_DEVICES.")
+        task_type, task_id = task_from_tf_config(tf_config)
+        cluster = tf.train.ClusterSpec(tf_config["cluster"])
+        # An explicit resolver instead of os.environ["TF_CONFIG"]: no hidden global state, and
+        # --worker-hosts works without touching the environment.
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            cluster, task_type=task_type, task_id=task_id, rpc_layer="grpc")
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=resolver, communication_options=options)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         if replicas is not None and replicas > len(gpus):
@@ -135,3 +169,145 @@ def enable_sync_batchnorm(model: keras.Model) -> int:
             layer.synchronized = True
             count += 1
     return count
+
+
+# ---------------------------------------------------------------------------- multi-worker
+def tf_config_from_hosts(worker_hosts, task_index: int) -> dict:
+    """Builds the ``TF_CONFIG`` dict for ``--worker-hosts h1:p1,h2:p2 --task-index N``.
+
+    Args:
+        worker_hosts: ``"host:port,host:port"`` or a list of ``"host:port"`` strings, the same
+            list (same order) on every worker; worker 0 is the chief.
+        task_index: this process' position in ``worker_hosts``.
+
+    Returns:
+        ``{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": task_index}}``.
+
+    Raises:
+        ValueError: empty/malformed host list, duplicates, or ``task_index`` out of range.
+
+    Example:
+        >>> tf_config_from_hosts("10.0.0.1:2222,10.0.0.2:2222", 1)["task"]
+        {'type': 'worker', 'index': 1}
+    """
+    hosts = worker_hosts.split(",") if isinstance(worker_hosts, str) else worker_hosts
+    if not isinstance(hosts, (list, tuple)) or not hosts:
+        raise ValueError("`worker_hosts` must be 'host:port,host:port,...' or a list of "
+                         f"'host:port'; received {worker_hosts!r}.")
+    hosts = [str(h).strip() for h in hosts]
+    for h in hosts:
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"`worker_hosts`: {h!r} is not of the form host:port "
+                             f"(received {worker_hosts!r}).")
+    if len(set(hosts)) != len(hosts):
+        raise ValueError(f"`worker_hosts` lists a host:port twice; received {worker_hosts!r}.")
+    if isinstance(task_index, bool) or not isinstance(task_index, int) or not (
+            0 <= task_index < len(hosts)):
+        raise ValueError(f"`task_index` must be an integer in [0, {len(hosts) - 1}] (a position "
+                         f"in worker_hosts); received {task_index!r}.")
+    return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}}
+
+
+def tf_config_from_env() -> dict | None:
+    """The parsed ``TF_CONFIG`` environment variable, or None when it is unset/empty.
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is not valid JSON / not a cluster description.
+    """
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return None
+    try:
+        cfg = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({err}); received {raw!r}.") from None
+    task_from_tf_config(cfg)  # validates
+    return cfg
+
+
+def resolve_tf_config(worker_hosts=None, task_index: int | None = None) -> dict | None:
+    """The cluster to train on: from ``worker_hosts``/``task_index``, else ``TF_CONFIG``.
+
+    A single-worker cluster is returned as None (plain single-host training).
+
+    Raises:
+        ValueError: both ``worker_hosts`` and ``TF_CONFIG`` are given, or only one of
+            ``worker_hosts``/``task_index``, or either is malformed.
+    """
+    if (worker_hosts is None) != (task_index is None):
+        raise ValueError("`worker_hosts` and `task_index` go together (train.worker_hosts / "
+                         f"train.task_index); received worker_hosts={worker_hosts!r}, "
+                         f"task_index={task_index!r}.")
+    env = tf_config_from_env()
+    if worker_hosts is not None:
+        if env is not None:
+            raise ValueError("both TF_CONFIG and --worker-hosts/--task-index are set; use one "
+                             f"(TF_CONFIG={os.environ['TF_CONFIG']!r}).")
+        cfg = tf_config_from_hosts(worker_hosts, task_index)
+    else:
+        cfg = env
+    if cfg is None or sum(len(v) for v in cfg["cluster"].values()) < 2:
+        return None
+    return cfg
+
+
+def task_from_tf_config(tf_config: dict) -> tuple[str, int]:
+    """Validates a TF_CONFIG dict; returns its ``(task_type, task_index)``."""
+    ok = (isinstance(tf_config, dict) and isinstance(tf_config.get("cluster"), dict)
+          and isinstance(tf_config.get("task"), dict))
+    task = tf_config.get("task", {}) if ok else {}
+    task_type, index = task.get("type"), task.get("index")
+    if ok:
+        members = tf_config["cluster"].get(task_type)
+        ok = (isinstance(members, list) and isinstance(index, int)
+              and not isinstance(index, bool) and 0 <= index < len(members))
+    if not ok:
+        raise ValueError('TF_CONFIG must look like {"cluster": {"worker": ["host:port", ...]}, '
+                         '"task": {"type": "worker", "index": N}} with N a valid position; '
+                         f"received {tf_config!r}.")
+    return str(task_type), int(index)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """Where this process sits in a (possibly single-worker) cluster.
+
+    Attributes:
+        task_type: ``"worker"`` / ``"chief"`` (``"worker"`` for single-host strategies).
+        task_id: index within ``task_type``.
+        num_workers: processes that train together (1 for single-host strategies).
+        is_chief: True for the one process that writes checkpoints, summaries and exports.
+    """
+
+    task_type: str
+    task_id: int
+    num_workers: int
+    is_chief: bool
+
+
+def worker_info(strategy: tf.distribute.Strategy | None = None,
+                tf_config: dict | None = None) -> WorkerInfo:
+    """Chief or not: from a strategy's cluster resolver, or from a TF_CONFIG dict (no TF ops).
+
+    The chief is task ``chief`` if the cluster has one, else ``worker`` 0 (TF's convention).
+
+    Example:
+        >>> worker_info(create_strategy()).is_chief
+        True
+    """
+    if strategy is not None:
+        resolver = getattr(strategy, "cluster_resolver", None)
+        if resolver is None or not resolver.cluster_spec().as_dict():
+            return WorkerInfo("worker", 0, 1, True)
+        cluster = resolver.cluster_spec().as_dict()
+        task_type, task_id = resolver.task_type, int(resolver.task_id)
+    elif tf_config is not None:
+        task_type, task_id = task_from_tf_config(tf_config)
+        cluster = tf_config["cluster"]
+    else:
+        return WorkerInfo("worker", 0, 1, True)
+    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0
+                                     and "chief" not in cluster)
+    return WorkerInfo(str(task_type), task_id, workers, chief)

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["ScalarLogger", "RunningStats", "read_scalars", "SCALARS_FILE"]
+__all__ = ["ScalarLogger", "NullLogger", "RunningStats", "read_scalars", "SCALARS_FILE"]
 
 SCALARS_FILE = "scalars.jsonl"
 
@@ -84,6 +84,16 @@ class ScalarLogger:
             self._writer.close()
             self._jsonl.close()
             self._jsonl = None
+
+
+class NullLogger:
+    """A :class:`ScalarLogger` stand-in that writes nothing (non-chief multi-worker processes)."""
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        """Discards ``scalars``."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:

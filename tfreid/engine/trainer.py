@@ -6,6 +6,12 @@ traced train step per global batch (``strategy.run``), checkpoints to ``<output_
 ``scalars.jsonl`` to ``<output_dir>/logs``, stops cleanly on SIGINT/SIGTERM and refuses to go on
 (or to checkpoint) after a non-finite loss.
 
+Multi-worker (``MultiWorkerMirroredStrategy``): only the chief writes checkpoints, summaries and
+the progress bar; the other workers save to a temporary folder that is deleted (every worker must
+take part in a save) and resume from the chief's ``checkpoints/`` (shared filesystem). Mixed
+precision: under the ``mixed_float16`` policy the optimizer is wrapped in
+``keras.optimizers.LossScaleOptimizer`` (dynamic loss scaling); losses are computed in float32.
+
 Example:
     >>> strategy = create_strategy(2)
     >>> trainer = Trainer(
@@ -22,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Callable
 
@@ -30,9 +38,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfreid.engine.checkpoint import CheckpointKeeper
-from tfreid.engine.strategy import enable_sync_batchnorm
+from tfreid.engine.strategy import enable_sync_batchnorm, worker_info
 from tfreid.engine.signals import StopSignals
-from tfreid.engine.summaries import RunningStats, ScalarLogger
+from tfreid.engine.summaries import NullLogger, RunningStats, ScalarLogger
 
 __all__ = ["LossTerm", "TrainResult", "Trainer"]
 
@@ -133,11 +141,16 @@ class Trainer:
         evaluate_fn: ``evaluate_fn(model) -> dict`` of metrics; scalars logged as ``eval/<key>``.
         jit_compile: XLA-compile the per-replica step.
         sync_bn: switch every BatchNormalization layer to synchronized statistics.
-        progress: show a ``keras.utils.Progbar`` per epoch.
+        progress: show a ``keras.utils.Progbar`` per epoch (chief only).
+        loss_scaling: ``"auto"`` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer``
+            when the global dtype policy is ``mixed_float16`` (float16 gradients underflow
+            without it; bfloat16 has float32's exponent range and needs none); True/False force
+            it on/off. An optimizer that already is a LossScaleOptimizer is kept as it is.
 
     Attributes:
-        model, optimizer, strategy, step (``tf.Variable`` int64, the global step),
-        trace_count (how often the step function was traced).
+        model, optimizer (the LossScaleOptimizer wrapper when scaling), strategy, step
+        (``tf.Variable`` int64, the global step), trace_count (how often the step function was
+        traced), worker (a ``tfreid.engine.strategy.WorkerInfo``), is_chief.
     """
 
     def __init__(self, *, strategy: tf.distribute.Strategy, model_fn: Callable[[], keras.Model],
@@ -147,7 +160,8 @@ class Trainer:
                  checkpoint_every: int = 500, keep_checkpoints: int = 3, log_every: int = 20,
                  eval_every: int = 0,
                  evaluate_fn: Callable[[keras.Model], dict] | None = None,
-                 jit_compile: bool = False, sync_bn: bool = False, progress: bool = True):
+                 jit_compile: bool = False, sync_bn: bool = False, progress: bool = True,
+                 loss_scaling: bool | str = "auto"):
         if not isinstance(strategy, tf.distribute.Strategy):
             raise ValueError(f"`strategy` must be a tf.distribute.Strategy; received {strategy!r}.")
         _validate_terms(loss_terms)
@@ -167,6 +181,13 @@ class Trainer:
             raise ValueError(f"`evaluate_fn` must be callable or None; received {evaluate_fn!r}.")
         if not output_dir:
             raise ValueError(f"`output_dir` must be a directory path; received {output_dir!r}.")
+        if loss_scaling not in ("auto", True, False):
+            raise ValueError("`loss_scaling` must be 'auto', True or False; received "
+                             f"{loss_scaling!r}.")
+        if loss_scaling == "auto":
+            loss_scaling = keras.mixed_precision.global_policy().name == "mixed_float16"
+        self.worker = worker_info(strategy)
+        self.is_chief = self.worker.is_chief
 
         self.strategy = strategy
         self.loss_terms = list(loss_terms)
@@ -178,7 +199,8 @@ class Trainer:
         self.total_steps = total if max_steps is None else min(total, int(max_steps))
         self.checkpoint_every, self.log_every = int(checkpoint_every), int(log_every)
         self.eval_every, self.evaluate_fn = int(eval_every), evaluate_fn
-        self.progress, self.jit_compile = bool(progress), bool(jit_compile)
+        self.progress = bool(progress) and self.is_chief
+        self.jit_compile = bool(jit_compile)
         self.trace_count = 0
 
         with strategy.scope():
@@ -191,14 +213,26 @@ class Trainer:
             if not isinstance(self.optimizer, keras.optimizers.Optimizer):
                 raise ValueError("`optimizer_fn` must return a keras.optimizers.Optimizer; "
                                  f"received {self.optimizer!r}.")
+            if loss_scaling and not isinstance(self.optimizer,
+                                               keras.optimizers.LossScaleOptimizer):
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             # Slot variables must exist before restore(), or their saved values would be
             # silently dropped (deferred restoration does not apply to Keras 3 optimizers).
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         # Stateful losses (center loss centres) resume with the model.
         stateful = {f"loss_{t.name}": t.fn for t in self.loss_terms if isinstance(t.fn, tf.Module)}
-        self._ckpt = CheckpointKeeper(os.path.join(self.output_dir, "checkpoints"), self.model,
-                                      self.optimizer, self.step, keep_checkpoints, extra=stateful)
+        chief_dir = os.path.join(self.output_dir, "checkpoints")
+        self._tmp_ckpt_dir = None
+        if self.is_chief:
+            self._ckpt = CheckpointKeeper(chief_dir, self.model, self.optimizer, self.step,
+                                          keep_checkpoints, extra=stateful)
+        else:
+            self._tmp_ckpt_dir = tempfile.mkdtemp(
+                prefix=f"tfreid-{self.worker.task_type}{self.worker.task_id}-ckpt-")
+            self._ckpt = CheckpointKeeper(self._tmp_ckpt_dir, self.model, self.optimizer,
+                                          self.step, 1, extra=stateful, temporary=True,
+                                          read_directory=chief_dir)
         self._names = [t.name for t in self.loss_terms]
         if self.model.losses:
             self._names.append("regularization")
@@ -218,7 +252,12 @@ class Trainer:
                 if term.output_key not in outputs:
                     raise ValueError(f"LossTerm {term.name!r}: output_key {term.output_key!r} is "
                                      f"not a model output; available: {sorted(outputs)}.")
-                per_example = tf.cast(term.fn(labels, outputs[term.output_key]), tf.float32)
+                prediction = outputs[term.output_key]
+                # Softmax/log/norms of float16/bfloat16 outputs lose precision (and float16
+                # exp overflows); losses always run in float32.
+                if prediction.dtype.is_floating and prediction.dtype != tf.float32:
+                    prediction = tf.cast(prediction, tf.float32)
+                per_example = tf.cast(term.fn(labels, prediction), tf.float32)
                 if per_example.shape.rank != 1:
                     raise ValueError(f"LossTerm {term.name!r}: fn must return per-example losses "
                                      f"of shape [batch]; received shape {per_example.shape}.")
@@ -235,10 +274,29 @@ class Trainer:
             scaled = self.optimizer.scale_loss(total)  # identity unless loss scaling is on
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
+        if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+                and self.strategy.num_replicas_in_sync > 1):
+            grads = self._poison_if_any_replica_overflowed(grads)
         # Keras 3 all-reduces (SUMs) the gradients across replicas inside apply_gradients, so
         # the per-replica gradients of the globally scaled loss are passed as they are.
         self.optimizer.apply_gradients(zip(grads, variables))
         return tf.stack(values)
+
+    @staticmethod
+    def _poison_if_any_replica_overflowed(grads):
+        """Makes every replica see non-finite gradients if any replica has them.
+
+        LossScaleOptimizer decides "skip this step and halve the scale" from the gradients it
+        is given, which are still per-replica (Keras all-reduces later, inside the inner
+        optimizer). If replicas disagreed, some would enter the all-reduce and others not —
+        a deadlock across workers. One scalar all-reduce makes the decision global.
+        """
+        present = [g for g in grads if g is not None]
+        bad = tf.add_n([tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(g)), tf.float32))
+                        for g in present])
+        bad = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, bad)
+        poison = tf.where(bad > 0, tf.constant(float("nan")), tf.constant(0.0))
+        return [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
 
     def _make_train_step(self):
         replica_fn = self._replica_step
@@ -294,10 +352,13 @@ class Trainer:
         """
         start = int(self.step.numpy())
         iterator = self._make_iterator(dataset_fn, start) if start < self.total_steps else None
-        logger = ScalarLogger(os.path.join(self.output_dir, "logs"))
+        logger = (ScalarLogger(os.path.join(self.output_dir, "logs")) if self.is_chief
+                  else NullLogger())
         stop = StopSignals()
         run = RunningStats(len(self._names), warmup_steps=_WARMUP_STEPS)
         eval_metrics, evaluated_at = {}, None
+        # Evaluation runs no collectives, so the other workers need not wait for it.
+        evaluating = self.evaluate_fn is not None and self.is_chief
         step = start
         try:
             stop.install()
@@ -325,7 +386,7 @@ class Trainer:
                 epoch_end = step % self.steps_per_epoch == 0
                 if epoch_end or (self.checkpoint_every and step % self.checkpoint_every == 0):
                     self._ckpt.save()
-                if (epoch_end and self.eval_every and self.evaluate_fn is not None
+                if (epoch_end and self.eval_every and evaluating
                         and (step // self.steps_per_epoch) % self.eval_every == 0):
                     eval_metrics, evaluated_at = self._evaluate(logger, step), step
             if progbar is not None and step % self.steps_per_epoch:
@@ -333,11 +394,13 @@ class Trainer:
             if run.window_steps:  # the last, partial log window
                 logger.log(step, self._window_scalars(run))
             self._ckpt.save()
-            if stop.name is None and self.evaluate_fn is not None and evaluated_at != step:
+            if stop.name is None and evaluating and evaluated_at != step:
                 eval_metrics = self._evaluate(logger, step)
         finally:
             stop.uninstall()
             logger.close()
+            if self._tmp_ckpt_dir is not None:
+                shutil.rmtree(self._tmp_ckpt_dir, ignore_errors=True)
         return TrainResult(steps=step, epochs=step / self.steps_per_epoch,
                            images_per_second=run.images_per_second(),
                            losses=run.epoch_means(self._names),
@@ -357,6 +420,16 @@ class Trainer:
         if batch is not None and batch != self.global_batch_size:
             raise ValueError(f"dataset_fn({start}) yields batches of {batch} images but "
                              f"global_batch_size={self.global_batch_size}.")
+        if self.worker.num_workers > 1:
+            # Every worker builds the same global-batch sequence; DATA sharding (applied after
+            # tf.distribute splits each global batch into per-replica slices) gives worker i the
+            # i-th slice of every global batch, so the workers together see exactly the global
+            # batch of a single-host run (identical weights). FILE sharding (AUTO's first
+            # choice) would give each worker different files, i.e. a different sampler order.
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA)
+            dataset = dataset.with_options(options)
         return iter(self.strategy.experimental_distribute_dataset(dataset))
 
     def _check_finite(self, step, losses):
