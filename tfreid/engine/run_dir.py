@@ -8,6 +8,7 @@ import pathlib
 import tensorflow as tf
 
 from tfreid import config as config_lib
+from tfreid.engine.checkpoint import model_variables
 from tfreid.models import build_model
 
 
@@ -39,7 +40,9 @@ def load_run(run_dir: str | pathlib.Path, checkpoint: str | None = None):
     model = build_model(info["model"], info["num_classes"],
                         input_shape=(*info["input_size"], 3), **info.get("model_kwargs", {}))
     try:
-        tf.train.Checkpoint(model=model).read(checkpoint).expect_partial().assert_existing_objects_matched()
+        # Every model variable must come from the checkpoint (optimizer state may be ignored).
+        status = tf.train.Checkpoint(model=model_variables(model)).read(checkpoint)
+        status.expect_partial().assert_existing_objects_matched()
     except (tf.errors.OpError, AssertionError, ValueError) as err:
         raise ValueError(f"cannot restore checkpoint {checkpoint} into {info['model']}: "
                          f"{str(err).splitlines()[0]}") from None
