@@ -113,7 +113,7 @@ def test_evaluate_cli_reproduces_final_metrics(tiny_run, tmp_path, capsys):
 
 def test_evaluate_cli_bad_run(tmp_path, capsys):
     assert evaluate.main(["--run", str(tmp_path)]) == 2
-    assert "is not a tfreid run directory" in capsys.readouterr().err
+    assert "a tfreid run directory" in capsys.readouterr().err
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_run, tiny_data, capsys):
