@@ -43,7 +43,10 @@ def load_run(run_dir: str | pathlib.Path, checkpoint: str | None = None):
         # Every model variable must come from the checkpoint (optimizer state may be ignored).
         status = tf.train.Checkpoint(model=model_variables(model)).read(checkpoint)
         status.expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as err:
-        raise ValueError(f"cannot restore checkpoint {checkpoint} into {info['model']}: "
-                         f"{str(err).splitlines()[0]}") from None
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError, OSError) as err:
+        # A truncated data file surfaces as IndexError/OSError from the reader.
+        reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        raise ValueError(f"cannot restore checkpoint {checkpoint} into {info['model']} "
+                         f"(corrupt, truncated, or written by another model/tfreid version): "
+                         f"{reason}") from None
     return cfg, model, checkpoint

@@ -10,6 +10,7 @@ distance, preprocessing and the run's metrics.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -28,6 +29,31 @@ def next_version(model_dir: str | pathlib.Path) -> int:
     model_dir = pathlib.Path(model_dir)
     versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
+
+
+@contextlib.contextmanager
+def version_dir(model_dir: str | pathlib.Path, version: int):
+    """Write a version folder atomically: yields a temporary folder, renamed to
+    `<model_dir>/<version>` when the block succeeds (removed if it fails).
+
+    Raises:
+        ValueError: `version` is not a positive integer.
+        FileExistsError: that version already exists (exports never overwrite).
+    """
+    model_dir = pathlib.Path(model_dir)
+    if isinstance(version, bool) or int(version) != version or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    target = model_dir / str(int(version))
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; exports never overwrite a version")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=model_dir))
+    try:
+        yield tmp
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: str,
@@ -61,6 +87,18 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
             image = tf.image.resize(tf.cast(decode_image(contents), tf.float32), (height, width))
             return tf.ensure_shape(image, (height, width, 3))
 
+        # Fail with a message naming the signature and the bad elements (TF Serving returns it
+        # as a 400 INVALID_ARGUMENT to that request; the server keeps running).
+        head = tf.strings.substr(encoded, 0, 4)
+        known = tf.reduce_any(tf.stack([
+            tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff", head == b"\x89PNG",
+            head == b"GIF8", tf.strings.substr(head, 0, 2) == b"BM"]), axis=0)
+        check = tf.debugging.Assert(tf.reduce_all(known), [
+            "serve_bytes: image_bytes must be encoded JPEG/PNG/BMP/GIF images; not an image at "
+            "indices", tf.where(~known)[:, 0], "first bytes", tf.boolean_mask(head, ~known)],
+            summarize=16)
+        with tf.control_dependencies([check]):
+            encoded = tf.identity(encoded)
         images = tf.map_fn(load, encoded,
                            fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
         return embed_pixels(images)
@@ -72,8 +110,7 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
     archive.add_endpoint("serve_bytes", embed_bytes, input_signature=[
         tf.TensorSpec((None,), tf.string, name="image_bytes")])
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
-    try:
+    with version_dir(model_dir, version) as tmp:
         archive.write_out(str(tmp), verbose=False)
         info = {
             "model": model_name,
@@ -87,8 +124,4 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
         }
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / "tfreid.json").write_text(json.dumps(info, indent=2))
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -1,0 +1,145 @@
+"""`python -m tfreid.export`: TF Serving layout, signatures, fresh-process loading, bad input."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.export.conftest import EMBEDDING_SIZE
+from tfreid.export.__main__ import main
+
+
+# Ops a stock TF Serving build cannot run (Python callbacks) or that indicate Python in the graph.
+DENYLIST = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+def _graph_ops(saved_model_dir) -> set[str]:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta in proto.meta_graphs:
+        ops |= {n.op for n in meta.graph_def.node}
+        for fn in meta.graph_def.library.function:
+            ops |= {n.op for n in fn.node_def}
+    return ops
+
+
+@pytest.mark.slow  # shares the session export (~60 s once)
+def test_layout(exports):
+    root = exports["root"]
+    sm = root / "hacnn" / "1"
+    assert exports["savedmodel"] == sm
+    assert (sm / "saved_model.pb").is_file() and (sm / "variables" / "variables.index").is_file()
+    info = json.loads((sm / "assets" / "tfreid.json").read_text())
+    assert info["model"] == "hacnn" and info["input_size"] == [160, 64]
+    assert info["embedding_size"] == EMBEDDING_SIZE and info["distance"] == "euclidean"
+    assert info["checkpoint"].endswith("ckpt-1")
+    # TF Serving's base path holds numeric versions only; other formats live beside it
+    assert [p.name for p in (root / "hacnn").iterdir()] == ["1"]
+    assert sorted(p.name for p in (root / "hacnn-tflite" / "1").glob("*.tflite")) == [
+        "hacnn-dynamic.tflite", "hacnn-float16.tflite", "hacnn-float32.tflite", "hacnn-int8.tflite"]
+    assert (root / "hacnn-keras" / "1" / "hacnn.keras").is_file()
+
+
+@pytest.mark.slow  # shares the session export (~60 s once)
+def test_no_python_ops_in_savedmodel(exports):
+    ops = _graph_ops(exports["savedmodel"])
+    assert not ops & DENYLIST, ops & DENYLIST
+    assert {"Conv2D", "DecodeJpeg"} <= ops or {"Conv2D", "DecodeImage"} <= ops
+
+
+@pytest.mark.slow  # shares the session export (~60 s once)
+def test_fresh_process_savedmodel_and_keras(exports, test_images, keras_reference):
+    """Both signatures and the .keras file, loaded in a new interpreter, give the checkpoint's
+    embeddings (the .keras model includes the normalisation layer: 0..255 in)."""
+    script = textwrap.dedent(f"""
+        import json, numpy as np, tensorflow as tf, keras
+        import tfreid.models
+        tfreid.models.available_models()
+        from tfreid.data.pipeline import decode_image
+        paths = {[str(p) for p in test_images]!r}
+        raw = [tf.io.read_file(p) for p in paths]
+        pixels = tf.stack([tf.image.resize(tf.cast(decode_image(r), tf.float32), (160, 64)) for r in raw])
+        sig = tf.saved_model.load({str(exports["savedmodel"])!r}).signatures
+        a = sig["serving_default"](images=pixels)["embedding"].numpy()
+        b = sig["serve_bytes"](image_bytes=tf.stack(raw))["embedding"].numpy()
+        model = keras.saving.load_model({str(exports["keras"])!r}, safe_mode=True)
+        c = model.predict(pixels.numpy(), verbose=0)
+        print(json.dumps({{"a": a.tolist(), "b": b.tolist(), "c": c.tolist()}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = {k: np.array(v) for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    np.testing.assert_allclose(out["a"], keras_reference, atol=1e-5)
+    np.testing.assert_allclose(out["b"], keras_reference, atol=1e-5)
+    np.testing.assert_allclose(out["c"], keras_reference, atol=1e-5)
+
+
+@pytest.mark.slow  # shares the session export (~60 s once)
+def test_serve_bytes_rejects_non_images(exports, test_images):
+    sig = tf.saved_model.load(str(exports["savedmodel"])).signatures["serve_bytes"]
+    good = tf.io.read_file(str(test_images[0]))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"(?s)serve_bytes: image_bytes must be encoded JPEG/PNG/BMP/GIF.*\[1\]"):
+        sig(image_bytes=tf.stack([good, tf.constant(b"this is not an image")]))
+    # the loaded model keeps serving after the bad request
+    assert sig(image_bytes=tf.stack([good]))["embedding"].shape == (1, EMBEDDING_SIZE)
+
+
+@pytest.mark.slow  # shares the session export (~60 s once)
+def test_next_version_and_no_overwrite(tiny_run, exports, capsys):
+    root = str(exports["root"])
+    # (the .keras export is the cheapest one to repeat)
+    assert main(["--run", str(tiny_run), "--format", "keras", "--output", root]) == 0
+    assert (exports["root"] / "hacnn-keras" / "2" / "hacnn.keras").is_file()
+    assert main(["--run", str(tiny_run), "--format", "savedmodel", "--output", root,
+                 "--version", "1"]) == 2
+    assert "hacnn/1 already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in (exports["root"] / "hacnn").iterdir()) == ["1"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--format", "onnx"], "--format must be one of savedmodel, tflite, keras, all; got 'onnx'"),
+    (["--format", "tflite", "--quantize", "int4"], "--quantize must be among"),
+    (["--format", "keras", "--quantize", "int8"], "--quantize applies to TFLite only"),
+    (["--format", "keras", "--checkpoint", "/nonexistent/ckpt-3"],
+     "checkpoint /nonexistent/ckpt-3 not found"),
+])
+@pytest.mark.slow  # builds the session tiny run (~10 s once)
+def test_bad_arguments(tiny_run, tmp_path, capsys, argv, message):
+    assert main(["--run", str(tiny_run), "--output", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow  # builds the session tiny run (~10 s once)
+def test_run_without_checkpoints(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "run.json"):
+        shutil.copy(tiny_run / name, run / name)
+    assert main(["--run", str(run), "--format", "savedmodel", "--output", str(tmp_path / "o")]) == 2
+    assert f"no checkpoint in {run / 'checkpoints'}" in capsys.readouterr().err
+    assert main(["--run", str(tmp_path / "nope"), "--format", "keras"]) == 2
+    assert "is " + str(tmp_path / "nope") + " a tfreid run directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # builds the session tiny run (~10 s once)
+def test_corrupt_checkpoint(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = next((run / "checkpoints").glob("ckpt-1.data-*"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])  # truncated
+    assert main(["--run", str(run), "--format", "keras", "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot restore checkpoint" in err and "ckpt-1" in err

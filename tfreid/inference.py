@@ -1,0 +1,235 @@
+"""`FeatureExtractor`: embed images with any tfreid export (SavedModel, `.tflite`, `.keras`).
+
+For applications (trackers, search services): load once, then call with image paths, encoded
+image bytes, or pixel arrays, and get `[N, D]` float32 NumPy embeddings — the same numbers
+whichever format was loaded (up to that format's quantisation).
+
+Preprocessing is identical for every backend, so the formats are comparable: files/bytes are
+decoded with `tfreid.data.pipeline.decode_image` (JPEG/PNG/BMP/GIF -> RGB) and every image not
+already at the model size is resized bilinearly (no antialias) to `H x W` — exactly what the
+SavedModel `serve_bytes` signature and the training pipeline do. Pixel arrays are RGB in 0..255
+(uint8 or float); normalisation happens inside each exported model.
+
+Example:
+    >>> extractor = FeatureExtractor("saved_models/hacnn/1")
+    >>> features = extractor(["a.jpg", "b.jpg"])            # [2, 1024]
+    >>> features = extractor(np.zeros((8, 160, 64, 3), np.uint8))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfreid.data.pipeline import decode_image
+
+__all__ = ["FeatureExtractor"]
+
+_ARRAY_TYPES = (np.ndarray, tf.Tensor)
+
+
+class FeatureExtractor:
+    """Batched embedding with a SavedModel directory, a `.tflite` file or a `.keras` file.
+
+    Args:
+        path: the export: a SavedModel version folder (holding `saved_model.pb`), a `.tflite`
+            file or a `.keras` file.
+        batch_size: images per forward pass (bounds memory).
+        num_threads: CPU threads for the LiteRT interpreter (default: all cores).
+
+    Attributes:
+        format: `"savedmodel"`, `"tflite"` or `"keras"`.
+        image_size: `(H, W)` the model expects.
+        embedding_size: `D`.
+        metadata: the export's description (`assets/tfreid.json` or the `.json` sidecar), or {}.
+        kernels: `"tensorflow"` (SavedModel/.keras), or for `.tflite` `"xnnpack"` or `"builtin"`
+            (LiteRT's reference/ruy kernels, used when XNNPACK rejects the graph — HA-CNN's
+            full-integer int8 model; known limitation: that variant is slow on CPU).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: `path` is not a recognised export.
+    """
+
+    def __init__(self, path: str | os.PathLike, batch_size: int = 32, num_threads: int | None = None):
+        path = pathlib.Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"export {str(path)!r} not found (expected a SavedModel "
+                                    "folder, a .tflite file or a .keras file)")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.path, self.batch_size = path, batch_size
+        self.kernels = "tensorflow"  # LiteRT: "xnnpack" or "builtin" (set by _load_tflite)
+        if path.is_dir() and (path / "saved_model.pb").is_file():
+            self.format = "savedmodel"
+            self._signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+            shape = self._signature.structured_input_signature[1]["images"].shape
+            self.metadata = _read_json(path / "assets" / "tfreid.json")
+            self._run = lambda x: self._signature(images=tf.constant(x))["embedding"].numpy()
+        elif path.is_file() and path.suffix == ".tflite":
+            self.format = "tflite"
+            shape = self._load_tflite(path, num_threads)
+            self.metadata = _read_json(path.with_suffix(".json"))
+        elif path.is_file() and path.suffix == ".keras":
+            import keras
+
+            from tfreid.models import available_models
+
+            available_models()  # registers every tfreid layer before deserialising
+            self.format = "keras"
+            model = keras.saving.load_model(path, safe_mode=True)
+            shape = model.input.shape
+            forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self._run = lambda x: forward(tf.constant(x)).numpy()
+            self.metadata = _read_json(path.with_suffix(".json"))
+        else:
+            raise ValueError(f"{str(path)!r} is not a tfreid export: expected a SavedModel folder "
+                             "(with saved_model.pb), a .tflite file or a .keras file")
+        self.image_size = (int(shape[1]), int(shape[2]))
+        self.embedding_size = int(self._run(np.zeros((1, *self.image_size, 3), np.float32)).shape[-1])
+
+    def _load_tflite(self, path, num_threads):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count())
+            _probe(interpreter)
+            self.kernels = "xnnpack"
+        except RuntimeError:
+            # XNNPACK cannot take some int8 graphs (HA-CNN's full-integer one: known limitation,
+            # see tools/benchmark_deploy.py); the builtin kernels run them all, more slowly.
+            self.kernels = "builtin"
+            interpreter = Interpreter(
+                model_path=str(path), num_threads=num_threads or os.cpu_count(),
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self._interpreter = interpreter
+        self._input = interpreter.get_input_details()[0]
+        self._output = interpreter.get_output_details()[0]
+        self._batch = None
+
+        def run(x):
+            if self._batch != len(x):
+                interpreter.resize_tensor_input(self._input["index"], list(x.shape))
+                interpreter.allocate_tensors()
+                self._batch = len(x)
+            interpreter.set_tensor(self._input["index"], _quantize(x, self._input))
+            interpreter.invoke()
+            return _dequantize(interpreter.get_tensor(self._output["index"]), self._output)
+
+        self._run = run
+        return self._input["shape_signature"]
+
+    def __call__(self, inputs) -> np.ndarray:
+        """Embed `inputs`; see `embed`."""
+        return self.embed(inputs)
+
+    def embed(self, inputs) -> np.ndarray:
+        """Embed images in batches of `batch_size`.
+
+        Args:
+            inputs: one of: a path (str/PathLike) or a list of paths; encoded image `bytes` or a
+                list of them; a pixel array `[H, W, 3]` or `[N, H, W, 3]` (uint8, or float in
+                0..255); or a list of `[H, W, 3]` arrays (any sizes). Lists may mix kinds.
+
+        Returns:
+            float32 `[N, D]`.
+
+        Raises:
+            FileNotFoundError: a path does not exist.
+            ValueError: an element is not an image (names its index and what was expected).
+        """
+        items = _as_items(inputs)
+        if not items:
+            raise ValueError("inputs is empty: expected image paths, encoded bytes or RGB arrays")
+        chunks = []
+        for start in range(0, len(items), self.batch_size):
+            batch = np.stack([self._pixels(item, start + i)
+                              for i, item in enumerate(items[start:start + self.batch_size])])
+            chunks.append(np.asarray(self._run(batch), np.float32))
+        return np.concatenate(chunks, axis=0)
+
+    def _pixels(self, item, index: int) -> np.ndarray:
+        """One image as float32 `[H, W, 3]` in 0..255 at the model size."""
+        if isinstance(item, (str, os.PathLike)):
+            if not os.path.isfile(item):
+                raise FileNotFoundError(f"inputs[{index}]: image file {str(item)!r} not found")
+            data, where = pathlib.Path(item).read_bytes(), f"file {str(item)!r}"
+        elif isinstance(item, (bytes, bytearray)):
+            data, where = bytes(item), "bytes"
+        else:
+            image = np.asarray(item)
+            if image.ndim != 3 or image.shape[-1] != 3 or not (
+                    np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+                raise ValueError(f"inputs[{index}]: expected an RGB array [H, W, 3] (uint8 or "
+                                 f"float 0..255), got dtype {image.dtype} shape {image.shape}")
+            lo, hi = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+            if lo < 0 or hi > 255 or not np.isfinite(hi):
+                raise ValueError(f"inputs[{index}]: pixel values must lie in 0..255, got range "
+                                 f"[{lo}, {hi}]")
+            return _resize(image.astype(np.float32), self.image_size)
+        try:
+            return _decode_resize(tf.constant(data), tf.constant(self.image_size)).numpy()
+        except tf.errors.OpError:
+            raise ValueError(f"inputs[{index}]: {where} is not a decodable JPEG/PNG/BMP/GIF image "
+                             f"(first bytes {data[:8]!r})") from None
+
+
+def _probe(interpreter) -> None:
+    # XNNPACK builds its runtime on the first invoke; fail here rather than on user data.
+    detail = interpreter.get_input_details()[0]
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return x.astype(np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
+
+
+@tf.function(input_signature=[tf.TensorSpec((), tf.string), tf.TensorSpec((2,), tf.int32)])
+def _decode_resize(data, size):
+    return tf.image.resize(tf.cast(decode_image(data), tf.float32), size, method="bilinear",
+                           antialias=False)
+
+
+def _resize(image: np.ndarray, size) -> np.ndarray:
+    if image.shape[:2] == tuple(size):
+        return image
+    return tf.image.resize(image, size, method="bilinear", antialias=False).numpy()
+
+
+def _as_items(inputs) -> list:
+    if isinstance(inputs, (str, os.PathLike, bytes, bytearray)):
+        return [inputs]
+    if isinstance(inputs, _ARRAY_TYPES):
+        array = np.asarray(inputs)
+        if array.ndim == 3:
+            return [array]
+        if array.ndim == 4:
+            return list(array)
+        raise ValueError(f"inputs: expected an RGB array [H, W, 3] or [N, H, W, 3], got shape "
+                         f"{array.shape}")
+    if isinstance(inputs, Sequence) or hasattr(inputs, "__iter__"):
+        return list(inputs)
+    raise ValueError(f"inputs: expected image paths, encoded bytes or RGB arrays, got "
+                     f"{type(inputs).__name__}")
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
