@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
+from tfreid.layers.validation import check_positive_int
 from tfreid.ops.batch_norm import fused_bn_applies, fused_bn_train
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, received {name}={value!r}.")
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -68,9 +61,9 @@ class ConvBNReLU(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.filters = _check_positive_int("filters", filters)
-        self.kernel_size = _check_positive_int("kernel_size", kernel_size)
-        self.strides = _check_positive_int("strides", strides)
+        self.filters = check_positive_int("filters", filters)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.strides = check_positive_int("strides", strides)
         if not isinstance(use_bias, bool):
             raise ValueError(f"`use_bias` must be a bool, received use_bias={use_bias!r}.")
         self.use_bias = use_bias

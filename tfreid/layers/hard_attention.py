@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import numpy as np
 from keras import ops
+
+from tfreid.layers.validation import check_positive_int
 
 
 def stripe_bias(num_regions: int) -> np.ndarray:
@@ -64,11 +64,7 @@ class HardRegionAttention(keras.layers.Layer):
 
     def __init__(self, num_regions: int = 4, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_regions, bool) or not isinstance(num_regions, numbers.Integral) or num_regions < 1:
-            raise ValueError(
-                f"`num_regions` must be an integer >= 1, received num_regions={num_regions!r}."
-            )
-        self.num_regions = int(num_regions)
+        self.num_regions = check_positive_int("num_regions", num_regions)
         self.pool = keras.layers.GlobalAveragePooling2D(name="gap", dtype=self.dtype_policy)
         self.fc = keras.layers.Dense(
             2 * self.num_regions,

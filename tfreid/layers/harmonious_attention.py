@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
+
+from tfreid.layers.validation import check_positive_int
 
 from tfreid.layers.hard_attention import HardRegionAttention
 from tfreid.layers.soft_attention import SoftAttention
@@ -49,10 +49,7 @@ class HarmoniousAttention(keras.layers.Layer):
 
     def __init__(self, num_regions: int = 4, reduction: int = 16, use_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(num_regions, bool) or not isinstance(num_regions, numbers.Integral) or num_regions < 1:
-            raise ValueError(
-                f"`num_regions` must be an integer >= 1, received num_regions={num_regions!r}."
-            )
+        check_positive_int("num_regions", num_regions)
         self.num_regions = int(num_regions)
         self.soft = SoftAttention(reduction=reduction, use_bias=use_bias, name="soft", dtype=self.dtype_policy)
         self.reduction = self.soft.reduction

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
+
+from tfreid.layers.validation import check_bool, check_positive_int
 
 from tfreid.layers.channel_attention import SoftChannelAttention
 from tfreid.layers.conv_bn_relu import ConvBNReLU
@@ -52,12 +52,8 @@ class SoftAttention(keras.layers.Layer):
 
     def __init__(self, reduction: int = 16, use_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(reduction, bool) or not isinstance(reduction, numbers.Integral) or reduction < 1:
-            raise ValueError(f"`reduction` must be a positive integer, received reduction={reduction!r}.")
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"`use_bias` must be a bool, received use_bias={use_bias!r}.")
-        self.reduction = int(reduction)
-        self.use_bias = use_bias
+        self.reduction = check_positive_int("reduction", reduction)
+        self.use_bias = check_bool("use_bias", use_bias)
         kw = dict(use_bias=use_bias, dtype=self.dtype_policy)
         self.spatial = SoftSpatialAttention(name="spatial", **kw)
         self.channel = SoftChannelAttention(reduction=self.reduction, name="channel", **kw)

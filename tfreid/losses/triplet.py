@@ -137,7 +137,7 @@ def semi_hard_triplet(labels, embeddings, margin: float = 1.0, top_r: int = 10,
     the `top_r` nearest of them form the triplets `(a, p, n)`. If fewer than `top_r` exist, all
     that exist are used. If none exists (every negative is at least as close as the positive),
     the pair falls back to ONE triplet with the farthest negative, i.e. the least hard of the
-    hard negatives -- the rule of FaceNet / `tfa.losses.triplet_semihard_loss`; this keeps a
+    hard negatives -- the rule of FaceNet and of TensorFlow Addons' `triplet_semihard_loss`; this keeps a
     learning signal (loss >= margin) instead of silently dropping the pair when the embedding
     has collapsed.
 

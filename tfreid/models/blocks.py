@@ -6,18 +6,11 @@ All are registered Keras layers (no ``Lambda``) so models built from them reload
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 from keras import ops
 
 from tfreid.layers.conv_bn_relu import ConvBNReLU
-
-
-def _check_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, received {name}={value!r}.")
-    return int(value)
+from tfreid.layers.validation import check_positive_int
 
 
 class _Inception(keras.layers.Layer):
@@ -29,7 +22,7 @@ class _Inception(keras.layers.Layer):
 
     def __init__(self, filters: int, use_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.filters = _check_int("filters", filters)
+        self.filters = check_positive_int("filters", filters)
         if self.filters % 4:
             raise ValueError(
                 f"{type(self).__name__}: `filters` must be a multiple of 4 (streams get filters/4 "
@@ -215,7 +208,7 @@ class UnfoldRegions(keras.layers.Layer):
 
     def __init__(self, num_regions: int, **kwargs):
         super().__init__(**kwargs)
-        self.num_regions = _check_int("num_regions", num_regions)
+        self.num_regions = check_positive_int("num_regions", num_regions)
 
     def _check_shape(self, input_shape):
         input_shape = tuple(input_shape)

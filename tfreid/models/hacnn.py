@@ -11,6 +11,7 @@ from tfreid.layers.conv_bn_relu import ConvBNReLU
 from tfreid.layers.harmonious_attention import HarmoniousAttention
 from tfreid.layers.region_sampler import RegionSampler
 from tfreid.layers.soft_attention import SoftAttention
+from tfreid.layers.validation import check_bool, check_positive_int
 from tfreid.models.blocks import ChannelMean, FoldRegions, InceptionA, InceptionB, UnfoldRegions
 from tfreid.models.registry import register_model
 
@@ -26,12 +27,6 @@ def _check_int_tuple(name, value, length=None):
         n = f"{length} " if length else ""
         raise ValueError(f"`{name}` must be a tuple of {n}positive integers, received {name}={value!r}.")
     return tuple(int(v) for v in items)
-
-
-def _check_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, received {name}={value!r}.")
-    return int(value)
 
 
 def _head(x, feature_dim, prefix):
@@ -115,12 +110,11 @@ def build_hacnn(
         W. Li, X. Zhu, S. Gong, "Harmonious Attention Network for Person Re-Identification",
         CVPR 2018, Sec. 3, Fig. 2-3.
     """
-    num_classes = _check_int("num_classes", num_classes)
-    num_regions = _check_int("num_regions", num_regions)
-    feature_dim = _check_int("feature_dim", feature_dim)
-    reduction = _check_int("reduction", reduction)
-    if not isinstance(learn_region, bool):
-        raise ValueError(f"`learn_region` must be a bool, received learn_region={learn_region!r}.")
+    num_classes = check_positive_int("num_classes", num_classes)
+    num_regions = check_positive_int("num_regions", num_regions)
+    feature_dim = check_positive_int("feature_dim", feature_dim)
+    reduction = check_positive_int("reduction", reduction)
+    check_bool("learn_region", learn_region)
     input_shape = _check_int_tuple("input_shape", input_shape, 3)
     widths = _check_int_tuple("widths", widths)
     for w in widths:
