@@ -37,7 +37,7 @@ def _head(x, feature_dim, prefix):
     return keras.layers.ReLU(name=f"fc_{prefix}_relu", dtype="float32")(x)
 
 
-@register_model("hacnn")
+@register_model("hacnn", small={"widths": [32, 64, 96], "feature_dim": 64})
 def build_hacnn(
     num_classes: int,
     input_shape=(160, 64, 3),

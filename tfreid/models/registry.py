@@ -7,16 +7,33 @@ from typing import Callable
 import keras
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {}
+_SMALL: dict[str, dict] = {}
 
 
-def register_model(name: str):
-    """Decorator registering a functional builder `fn(num_classes, **kw) -> keras.Model`."""
+def register_model(name: str, small: dict | None = None):
+    """Decorator registering a functional builder `fn(num_classes, **kw) -> keras.Model`.
+
+    `small` holds builder overrides giving the same graph (every layer type, branch and output)
+    at a fraction of the width/resolution: what tests, smoke runs and export checks build when
+    the full model would cost minutes on a CPU.
+    """
 
     def decorator(builder):
         _BUILDERS[name] = builder
+        _SMALL[name] = dict(small or {})
         return builder
 
     return decorator
+
+
+def small_overrides(name: str) -> dict:
+    """The overrides registered as `small` for model `name` (see `register_model`)."""
+    _import_builtin_models()
+    if name not in _BUILDERS:
+        raise ValueError(
+            f"Unknown model {name!r}; available models: {', '.join(sorted(_BUILDERS))}"
+        )
+    return dict(_SMALL[name])
 
 
 def available_models() -> list[str]:
