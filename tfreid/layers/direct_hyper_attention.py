@@ -1,0 +1,69 @@
+"""ADFL Type II hyper attention (2h): a softmax over every (position, channel) of the input."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from tfreid.layers.attention_utils import attention_dtype, check_feature_map
+from tfreid.layers.validation import check_bool
+
+
+@keras.saving.register_keras_serializable(package="tfreid")
+class DirectHyperAttention(keras.layers.Layer):
+    """``O = softmax_{CHW}(I) * I``: the input, flattened per image, is its own attention map.
+
+    Supplementary Eq. (14) of ADFL: the ``C x H x W`` input is reshaped to one vector, a softmax
+    over all its entries gives ``A^{SC}`` and the input is multiplied by it element-wise. No
+    parameters. The softmax runs in float32 under mixed precision (``CHW`` terms).
+
+    Args:
+        return_attention: if True, ``call`` also returns the share of the attention mass at each
+            position, ``sum_c A^{SC}`` as ``[B, H, W, 1]`` (sums to 1).
+        **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
+
+    Call arguments:
+        inputs: feature map ``[B, H, W, C]`` (static H, W, C).
+
+    Returns:
+        ``O`` of the same shape as ``inputs`` (and the ``[B, H, W, 1]`` map if
+        ``return_attention``).
+
+    Example:
+
+    >>> DirectHyperAttention()(keras.random.normal((2, 24, 8, 64))).shape
+    (2, 24, 8, 64)
+
+    Reference:
+        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
+        Re-Identification", arXiv 2019, Sec. IV-B, Fig. 5(c), supplementary Eq. (14).
+    """
+
+    def __init__(self, return_attention: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.return_attention = check_bool("return_attention", return_attention)
+
+    def attention_map(self, inputs):
+        """``A^{SC}`` ``[B, H, W, C]`` (sums to 1 over each image;
+        float32 under mixed precision)."""
+        dt = attention_dtype(self.compute_dtype)
+        _, h, w, c = check_feature_map(self, inputs.shape)
+        flat = ops.reshape(ops.cast(inputs, dt), (-1, h * w * c))
+        return ops.reshape(ops.softmax(flat, axis=-1), (-1, h, w, c))
+
+    def call(self, inputs):
+        dt = attention_dtype(self.compute_dtype)
+        attention = self.attention_map(inputs)
+        out = ops.cast(attention * ops.cast(inputs, dt), self.compute_dtype)
+        if self.return_attention:
+            return out, ops.cast(ops.sum(attention, axis=-1, keepdims=True), self.compute_dtype)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        shape = check_feature_map(self, input_shape)
+        return (shape, (*shape[:3], 1)) if self.return_attention else shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"return_attention": self.return_attention})
+        return config
