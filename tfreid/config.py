@@ -35,6 +35,7 @@ class DataConfig:
     pad: int = 0
     crop_from: list[int] | None = None  # [h, w]: resize to this, then random-crop the input size
     random_erasing: float = 0.0
+    random_erasing_start_epoch: int = 0  # erasing only from this epoch on (CCAN: 50)
     color_jitter: float = 0.0
     on_bad_image: str = "error"  # error | skip
     eval_batch_size: int = 128
@@ -81,6 +82,7 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 0  # epochs; 0 = only at the end
     eval_at_start: bool = True  # evaluate the random-init network for reference
+    freeze_backbone_epochs: int = 0  # ResNet-50 backbone untrainable for the first N epochs
     # Multi-worker: the same "host:port" list on every worker (worker 0 is the chief) and this
     # worker's index in it; alternatively set TF_CONFIG in the environment.
     worker_hosts: list[str] | None = None
@@ -129,6 +131,9 @@ class Config:
                 "set data.p and data.k so that their product is the batch size"
             )
         _check_choice("data.on_bad_image", d.on_bad_image, ("error", "skip"))
+        re_start = d.random_erasing_start_epoch
+        if isinstance(re_start, bool) or not isinstance(re_start, int) or re_start < 0:
+            raise ValueError(f"data.random_erasing_start_epoch must be an integer >= 0, got {re_start!r}")
         _check_choice("optim.name", self.optim.name, ("adam", "adamw", "sgd"))
         _check_choice("optim.schedule", self.optim.schedule, ("constant", "multistep", "cosine"))
         _check_choice("eval.metric", self.eval.metric, ("euclidean", "sqeuclidean", "cosine"))
@@ -137,6 +142,9 @@ class Config:
             raise ValueError(f"optim.lr must be > 0, got {self.optim.lr!r}")
         if self.train.epochs < 1:
             raise ValueError(f"train.epochs must be >= 1, got {self.train.epochs!r}")
+        fb = self.train.freeze_backbone_epochs
+        if isinstance(fb, bool) or not isinstance(fb, int) or fb < 0:
+            raise ValueError(f"train.freeze_backbone_epochs must be an integer >= 0, got {fb!r}")
         if self.train.max_steps is not None and self.train.max_steps < 1:
             raise ValueError(f"train.max_steps must be >= 1, got {self.train.max_steps!r}")
         if self.train.replicas is not None and self.train.replicas < 1:
@@ -268,6 +276,94 @@ def _ce(name: str, output: str, smoothing: float = 0.0) -> dict:
 # Per-model defaults: the short recipe used on the built-in synthetic dataset. Paper recipes for
 # the real benchmarks live in configs/*.yaml.
 MODEL_DEFAULTS: dict[str, dict] = {
+    # AANet on the synthetic set: the paper's model (6 OFA beside the last 6 blocks, 6 parts, AAM
+    # with T_h = T_w = 0.3) and loss (6 part CE + improved TriHard + ACD, alpha = beta = 1, plus CE
+    # on the holistic classifier whose CAMs AAM aligns), P=10 K=3, flip, cosine retrieval. 96x48
+    # input (6x3 last maps: one row per part) and a short warmed-up Adam schedule so the
+    # from-scratch ResNet-50 learns within the CPU budget. Paper recipe: configs/aanet_market1501.yaml.
+    "aanet": {
+        "model": {"name": "aanet"},
+        "data": {"height": 96, "width": 48, "p": 10, "k": 3, "flip": True},
+        "losses": [_ce(f"ce_part{z}", f"logits/part{z}") for z in range(1, 7)]
+                  + [_ce("ce_global", "logits/global"),
+                     {"name": "trihard", "type": "improved_trihard", "output": "features/global",
+                      "weight": 1.0, "kwargs": {"margin": 0.3}},
+                     {"name": "acd", "type": "attention_cosine_distance", "output": "alignment",
+                      "weight": 1.0}],
+        "optim": {"name": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0.5,
+                  "warmup_start_lr": 1e-4},
+        "train": {"epochs": 3},
+        "eval": {"metric": "cosine"},
+    },
+    # ADFL (AF3-cat-1024-attn3-1sum) on the synthetic set: the paper's model, losses (CE +
+    # batch-hard triplet, margin 0.3, on the backbone and on the fused head), P=8 K=4, flip +
+    # pad + crop, flip test-time augmentation, warmup then x0.1 (Eq. 4's shape, in epochs 1 / 5).
+    # 64x32 input (the synthetic crops' 2:1 aspect; stage 3 maps are 4x2) and lr 1e-3 so the
+    # from-scratch ResNet-50 learns within the CPU budget; no backbone freezing (it only protects
+    # ImageNet weights). Paper recipe: configs/adfl_market1501.yaml.
+    "adfl": {
+        "model": {"name": "adfl"},
+        "data": {"height": 64, "width": 32, "p": 8, "k": 4, "flip": True, "pad": 3},
+        "losses": [_ce(f"ce_{h}", f"logits/{h}") for h in ("global", "fused")]
+                  + [{"name": f"triplet_{h}", "type": "batch_hard_triplet", "output": f"features/{h}",
+                      "weight": 1.0, "kwargs": {"margin": 0.3}} for h in ("global", "fused")],
+        "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 5e-4, "schedule": "multistep",
+                  "milestones": [4], "warmup_epochs": 1, "warmup_start_lr": 1e-5},
+        "train": {"epochs": 5, "freeze_backbone_epochs": 0},
+        "eval": {"metric": "cosine", "flip": True},
+    },
+    # The ADFL strong baseline on the synthetic set: ADFL's recipe with the backbone head only.
+    "baseline": {
+        "model": {"name": "baseline"},
+        "data": {"height": 64, "width": 32, "p": 8, "k": 4, "flip": True, "pad": 3},
+        "losses": [_ce("ce_global", "logits/global"),
+                   {"name": "triplet_global", "type": "batch_hard_triplet",
+                    "output": "features/global", "weight": 1.0, "kwargs": {"margin": 0.3}}],
+        "optim": {"name": "adam", "lr": 1e-3, "weight_decay": 5e-4, "schedule": "multistep",
+                  "milestones": [4], "warmup_epochs": 1, "warmup_start_lr": 1e-5},
+        "train": {"epochs": 5, "freeze_backbone_epochs": 0},
+        "eval": {"metric": "cosine", "flip": True},
+    },
+    # CAN on the synthetic set: the paper's model and losses (CE on each of the 16 features,
+    # batch-hard triplet and 5e-4 x center loss on the global and on the local features, summed),
+    # P=8 K=4, cosine retrieval. 112x32 input (112 = the smallest height giving part-7 its 7
+    # stripes: 7x2 stage-4 maps) and 2 epochs of warmed-up cosine Adam at 3e-3 so the from-scratch
+    # ResNet-50 (4 copies of stage 4; residual branches zero-initialised) learns within the CPU
+    # budget. Paper recipe: configs/can_market1501.yaml.
+    "can": {
+        "model": {"name": "can"},
+        "data": {"height": 112, "width": 32, "p": 8, "k": 4, "flip": True},
+        "losses": (
+            [_ce(f"ce_{f}", f"logits/{f}") for f in
+             ["global"] + [f"part{n}_{k}" for n in (3, 5, 7) for k in ["global", *range(1, n)]]]
+            + [{"name": f"tri_{g}", "type": "batch_hard_triplet", "output": f"features/{g}_concat",
+                "weight": 1.0, "kwargs": {"margin": 0.3}} for g in ("global", "local")]
+            + [{"name": f"center_{g}", "type": "center_loss", "output": f"features/{g}_concat",
+                "weight": 5e-4, "kwargs": {"feature_dim": dim, "alpha": 0.5}}
+               for g, dim in (("global", 4 * 256), ("local", 12 * 256))]),
+        "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "warmup_epochs": 0.5,
+                  "warmup_start_lr": 3e-4},
+        "train": {"epochs": 2},
+        "eval": {"metric": "cosine"},
+    },
+    # CCAN on the synthetic set: the paper's losses (CE with label smoothing 0.1 + semi-hard
+    # triplet r=10, margin 1.0, both branches) and Adam betas (0.9, 0.99); 128x64 input (resize
+    # 144x72 + random crop, the paper's 288x144 -> 256x128 ratio) and a short warmed-up cosine
+    # schedule so a from-scratch BN-Inception learns in minutes on a CPU. Paper recipes:
+    # configs/ccan_*.yaml.
+    "ccan": {
+        "model": {"name": "ccan"},
+        "data": {"height": 128, "width": 64, "p": 16, "k": 4, "flip": True, "crop_from": [144, 72]},
+        "losses": [_ce("ce_global", "logits/global", 0.1),
+                   {"name": "tri_global", "type": "semi_hard_triplet", "output": "features/global",
+                    "weight": 1.0, "kwargs": {"margin": 1.0, "top_r": 10}},
+                   _ce("ce_local", "logits/local", 0.1),
+                   {"name": "tri_local", "type": "semi_hard_triplet", "output": "features/local",
+                    "weight": 1.0, "kwargs": {"margin": 1.0, "top_r": 10}}],
+        "optim": {"name": "adam", "lr": 1e-3, "beta_1": 0.9, "beta_2": 0.99, "schedule": "cosine",
+                  "warmup_epochs": 1, "warmup_start_lr": 1e-4},
+        "train": {"epochs": 4},
+    },
     "hacnn": {
         "model": {"name": "hacnn"},
         "data": {"height": 160, "width": 64, "p": 16, "k": 4, "flip": True},

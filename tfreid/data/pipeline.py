@@ -36,6 +36,7 @@ files of the next epoch's first batches.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import os
 import re
 import threading
@@ -245,6 +246,7 @@ def build_train_dataset(
     on_bad_image: str = "error",
     deterministic: bool = False,
     report: BadImageReport | None = None,
+    random_erasing_start_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Infinite stream of P x K training batches ``(images, labels)``.
 
@@ -266,6 +268,9 @@ def build_train_dataset(
         on_bad_image: ``"error"`` or ``"skip"`` (see the module docstring).
         deterministic: ``tf.data.Options.deterministic``.
         report: a :class:`BadImageReport` to fill; a new one if ``None``.
+        random_erasing_start_epoch: batches of epochs before this one (epoch = batch //
+            batches per epoch, 0-based) get no random erasing (CCAN erases from epoch 50 on);
+            the other augmentations and their random draws are unchanged. Default 0.
 
     Returns:
         ``tf.data.Dataset`` of ``(float32 [p*k, H, W, 3] normalised, int32 [p*k])``, with the
@@ -280,6 +285,9 @@ def build_train_dataset(
         raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
     if augment is not None and not isinstance(augment, AugmentConfig):
         raise ValueError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
+    erase_from = random_erasing_start_epoch
+    if isinstance(erase_from, bool) or not isinstance(erase_from, (int, np.integer)) or erase_from < 0:
+        raise ValueError(f"random_erasing_start_epoch must be an integer >= 0, got {erase_from!r}")
     load_size = size if augment is None else resize_size(size, augment)
     report = BadImageReport() if report is None else report
     paths, pids = _check_samples(samples, on_bad_image, report)
@@ -304,7 +312,14 @@ def build_train_dataset(
         with tf.control_dependencies([_handle_bad(ok, paths, on_bad_image, report)]):
             if augment is not None:
                 key = tf.stack([tf.cast(seed, tf.int64), batch])  # row i <-> (seed, batch, i)
-                images = augment_batch(images, size, augment, seed=key)
+                if erase_from > 0 and augment.random_erasing > 0:
+                    # Same seed with erasing off: identical flips/crops, just no erased box.
+                    no_erase = dataclasses.replace(augment, random_erasing=0.0)
+                    images = tf.cond(batch // per_epoch >= erase_from,
+                                     lambda: augment_batch(images, size, augment, seed=key),
+                                     lambda: augment_batch(images, size, no_erase, seed=key))
+                else:
+                    images = augment_batch(images, size, augment, seed=key)
             images = normalize(images)
         if on_bad_image == "skip":
             images, labels = _repair_batch(images, labels, ok, sampler.p, sampler.k)

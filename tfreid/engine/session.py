@@ -15,6 +15,7 @@ import tensorflow as tf
 from tfreid.data.pipeline import build_train_dataset
 from tfreid.data.transforms import AugmentConfig
 from tfreid.engine import evaluator
+from tfreid.engine.freeze import BackboneFreezer
 from tfreid.engine.optim import build_optimizer
 from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, resolve_tf_config,
                                     worker_info)
@@ -55,8 +56,15 @@ def _seed_and_policy(cfg) -> None:
         keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
 
 
-def build_loss_terms(cfg) -> list[LossTerm]:
-    return [LossTerm(name=t.name, output_key=t.output, fn=build_loss(t.type, **t.kwargs),
+def build_loss_terms(cfg, num_classes: int | None = None) -> list[LossTerm]:
+    """Loss terms of `cfg`; a center loss without `num_classes` in its kwargs gets `num_classes`
+    (the dataset's training identities), so one recipe works on every dataset."""
+    def kwargs(t):
+        if t.type == "center_loss" and num_classes is not None:
+            return {"num_classes": num_classes, **t.kwargs}
+        return t.kwargs
+
+    return [LossTerm(name=t.name, output_key=t.output, fn=build_loss(t.type, **kwargs(t)),
                      weight=t.weight) for t in cfg.losses]
 
 
@@ -101,7 +109,7 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
                            input_shape=(*image_size, 3), **overrides)
 
     with strategy.scope():  # stateful losses (center loss) create mirrored variables
-        loss_terms = build_loss_terms(cfg)
+        loss_terms = build_loss_terms(cfg, dataset.num_train_pids)
     trainer = Trainer(
         strategy=strategy, model_fn=model_fn,
         optimizer_fn=lambda: build_optimizer(cfg.optim, steps_per_epoch, total_steps),
@@ -111,7 +119,8 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         checkpoint_every=cfg.train.checkpoint_every, keep_checkpoints=cfg.train.keep_checkpoints,
         log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
         evaluate_fn=lambda model: evaluate_model(model, dataset, cfg),
-        jit_compile=cfg.train.jit, sync_bn=cfg.train.sync_bn)
+        jit_compile=cfg.train.jit, sync_bn=cfg.train.sync_bn,
+        epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs))
     start_step = trainer.restore() if resume else 0
 
     init_path = run_dir / "metrics_init.json"
@@ -123,7 +132,8 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         return build_train_dataset(
             dataset.train, image_size=image_size, p=cfg.data.p, k=cfg.data.k,
             seed=cfg.train.seed, augment=augment_config(cfg), start_step=start,
-            on_bad_image=cfg.data.on_bad_image, deterministic=cfg.train.deterministic)
+            on_bad_image=cfg.data.on_bad_image, deterministic=cfg.train.deterministic,
+            random_erasing_start_epoch=cfg.data.random_erasing_start_epoch)
 
     result = trainer.fit(dataset_fn)
     summary = {"steps": result.steps, "epoch": round(result.epochs, 3),

@@ -146,6 +146,9 @@ class Trainer:
             when the global dtype policy is ``mixed_float16`` (float16 gradients underflow
             without it; bfloat16 has float32's exponent range and needs none); True/False force
             it on/off. An optimizer that already is a LossScaleOptimizer is kept as it is.
+        epoch_hook: ``hook(model, epoch) -> bool`` called before each epoch (and the epoch a
+            resumed run continues in); True means it changed the trainable variables and the
+            step is retraced (e.g. `tfreid.engine.freeze.BackboneFreezer`).
 
     Attributes:
         model, optimizer (the LossScaleOptimizer wrapper when scaling), strategy, step
@@ -161,7 +164,7 @@ class Trainer:
                  eval_every: int = 0,
                  evaluate_fn: Callable[[keras.Model], dict] | None = None,
                  jit_compile: bool = False, sync_bn: bool = False, progress: bool = True,
-                 loss_scaling: bool | str = "auto"):
+                 loss_scaling: bool | str = "auto", epoch_hook: Callable | None = None):
         if not isinstance(strategy, tf.distribute.Strategy):
             raise ValueError(f"`strategy` must be a tf.distribute.Strategy; received {strategy!r}.")
         _validate_terms(loss_terms)
@@ -177,8 +180,9 @@ class Trainer:
         if global_batch_size % replicas:
             raise ValueError(f"`global_batch_size`={global_batch_size} is not divisible by the "
                              f"{replicas} replicas of the strategy.")
-        if evaluate_fn is not None and not callable(evaluate_fn):
-            raise ValueError(f"`evaluate_fn` must be callable or None; received {evaluate_fn!r}.")
+        for key, fn in (("evaluate_fn", evaluate_fn), ("epoch_hook", epoch_hook)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"`{key}` must be callable or None; received {fn!r}.")
         if not output_dir:
             raise ValueError(f"`output_dir` must be a directory path; received {output_dir!r}.")
         if loss_scaling not in ("auto", True, False):
@@ -202,6 +206,7 @@ class Trainer:
         self.progress = bool(progress) and self.is_chief
         self.jit_compile = bool(jit_compile)
         self.trace_count = 0
+        self.epoch_hook = epoch_hook
 
         with strategy.scope():
             self.model = model_fn()
@@ -367,6 +372,8 @@ class Trainer:
                 epoch, pos = divmod(step, self.steps_per_epoch)
                 if epoch != current_epoch:
                     current_epoch = epoch
+                    if self.epoch_hook is not None and self.epoch_hook(self.model, epoch):
+                        self._train_step = self._make_train_step()
                     run.new_epoch()
                     progbar = self._progbar(epoch, pos)
                 t0 = time.perf_counter()

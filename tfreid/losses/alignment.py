@@ -24,7 +24,9 @@ def attention_cosine_distance(labels, vectors):
     Args:
         labels: int tensor `[b]` of identity ids.
         vectors: float tensor `[b, L]`, the aligned attention vectors (AANet: row averages of
-            the cropped CAM, resized to a fixed length `L`).
+            the cropped CAM, resized to a fixed length `L`); or `[b, N, L]`, the vectors of
+            every class (`tfreid.layers.AttentionAlignment`, whose model does not see the
+            labels), of which each example's true class `labels[i]` is used.
 
     Returns:
         float32 tensor `[b]`, each value in `[0, 2]`.
@@ -36,6 +38,10 @@ def attention_cosine_distance(labels, vectors):
 
     Reference: AANet (Attention-Aligned Network), Sec. 3.3, Eq. 6-7.
     """
+    vectors = tf.convert_to_tensor(vectors)
+    if vectors.shape.rank == 3:  # per-class vectors: keep each example's true class
+        true_class = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        vectors = tf.gather(vectors, true_class, axis=1, batch_dims=1)
     labels_g, vectors_g, anchor_index = global_batch(labels, vectors, name="vectors")
     anchor_labels = tf.gather(labels_g, anchor_index)
     dist = pairwise_distance(tf.gather(vectors_g, anchor_index), vectors_g, "cosine")

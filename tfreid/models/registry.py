@@ -70,3 +70,7 @@ def embedding_model(model: keras.Model) -> keras.Model:
 def _import_builtin_models():
     # Builders register themselves on import; imported lazily to keep `import tfreid` light.
     from tfreid.models import hacnn  # noqa: F401
+    from tfreid.models import ccan  # noqa: F401
+    from tfreid.models import can  # noqa: F401
+    from tfreid.models import aanet  # noqa: F401
+    from tfreid.models import adfl  # noqa: F401
