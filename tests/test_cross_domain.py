@@ -36,7 +36,7 @@ def run(domains):
             "--set", "model.kwargs={base_width: 8, bottleneck_dim: 32}",
             "--set", "data.height=64", "--set", "data.width=32", "--set", "data.p=4",
             "--set", "data.k=2", "--set", "data.eval_batch_size=16",
-            "--set", "train.eval_at_start=false", "--set", f"data.kwargs={json.dumps(SOURCE)}"]
+            "--set", "train.eval_at_start=false", "--set", "eval.flip=false", "--set", f"data.kwargs={json.dumps(SOURCE)}"]
     assert train.main(argv) == 0
     return out
 
