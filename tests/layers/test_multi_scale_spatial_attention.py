@@ -73,6 +73,8 @@ def test_stride_two_samples_the_positions_of_a_strided_1x1_block():
 
 def test_training_mode_range_and_gradients(x):
     layer = MultiScaleSpatialAttention(48)
+    layer.build(x.shape)
+    randomise(layer, 4)  # seeded weights: the test must not depend on the global random state
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(xt)
