@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import numbers
-import re
 
 import keras
 
 from tfreid.layers.attention_alignment import AttentionAlignment
 from tfreid.layers.omnibearing_attention import OmnibearingAttention
 from tfreid.layers.validation import check_bool, check_positive_int
-from tfreid.models.backbones.resnet50 import STAGE_BLOCKS, resnet50_stage, resnet50_stem
+from tfreid.models.backbones.resnet50 import STAGE_BLOCKS, resnet50_stage, resnet50_stem, zero_init_residuals
 from tfreid.models.blocks import ChannelMean
 from tfreid.models.registry import register_model
 
 # The 16 residual blocks of ResNet-50 in network order (Keras names, stage s = conv{s+1}).
 BLOCK_NAMES = tuple(f"conv{s + 1}_block{b}" for s, n in STAGE_BLOCKS.items() for b in range(1, n + 1))
 OFA_MODES = ("parallel", "series", "dense")
-_RESIDUAL_LAST_BN = re.compile(r"conv\d_block\d+_3_bn")
 
 
 def _check_ofa_blocks(num_ofa, ofa_blocks):
@@ -223,9 +221,7 @@ def build_aanet(
     outputs["embedding"] = keras.layers.Concatenate(name="embedding", dtype="float32")(parts)
     model = keras.Model(inputs, outputs, name=name)
     if zero_init_residual:
-        for layer in model.layers:
-            if _RESIDUAL_LAST_BN.fullmatch(layer.name):
-                layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+        zero_init_residuals(model)
     if backbone_weights:
         from tfreid.models.backbones.weights import load_backbone_weights
 

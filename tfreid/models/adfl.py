@@ -15,8 +15,8 @@ from tfreid.layers.direct_hyper_attention import DirectHyperAttention
 from tfreid.layers.direct_spatial_attention import DirectSpatialAttention
 from tfreid.layers.hyper_attention import HyperAttention
 from tfreid.layers.position_attention import PositionAttention
-from tfreid.layers.validation import check_positive_int
-from tfreid.models.backbones.resnet50 import STAGE_BLOCKS, resnet50_stage, resnet50_stem
+from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.models.backbones.resnet50 import STAGE_BLOCKS, resnet50_stage, resnet50_stem, zero_init_residuals
 from tfreid.models.registry import register_model
 
 # The paper's module names (Table II): type digit + s(patial) / c(hannel) / h(yper) / b(atch)
@@ -102,6 +102,7 @@ def build_adfl(
     kernel_size: int = 3,
     base_width: int = 64,
     backbone_weights: str | None = None,
+    zero_init_residual: bool = True,
     name: str = "adfl",
 ) -> keras.Model:
     """Builds ADFL: the strong ResNet-50 baseline + attention modules + an attention-feature skip.
@@ -149,6 +150,9 @@ def build_adfl(
         kernel_size: convolution size of 2s. Default 3.
         base_width: ResNet width (64 = ResNet-50; smaller for tests, same graph).
         backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name.
+        zero_init_residual: start every residual block as the identity (gamma of its last BN
+            = 0, `zero_init_residuals`), so a from-scratch ResNet-50 learns within a short run;
+            loaded ``backbone_weights`` overwrite it. Default True.
         name: model name.
 
     Returns:
@@ -170,6 +174,7 @@ def build_adfl(
         "Bag of Tricks and a Strong Baseline for Deep Person Re-identification", CVPRW 2019.
     """
     num_classes = check_positive_int("num_classes", num_classes)
+    check_bool("zero_init_residual", zero_init_residual)
     input_shape = _check_input_shape(input_shape)
     stages = _check_stages(attention_stages) if attention is not None else ()
     if attention is not None and attention not in ATTENTION_MODULES:
@@ -226,6 +231,8 @@ def build_adfl(
         embedding, outputs["logits/fused"] = _bnneck(fused, num_classes, "fused")
     outputs["embedding"] = embedding
     model = keras.Model(inputs, outputs, name=name)
+    if zero_init_residual:
+        zero_init_residuals(model)
     if backbone_weights:
         from tfreid.models.backbones.weights import load_backbone_weights
 
@@ -241,6 +248,7 @@ def build_baseline(
     last_stride: int = 1,
     base_width: int = 64,
     backbone_weights: str | None = None,
+    zero_init_residual: bool = True,
     name: str = "baseline",
 ) -> keras.Model:
     """Builds the ADFL strong baseline: ResNet-50 (last stride 1), global max pooling, BNNeck.
@@ -257,6 +265,7 @@ def build_baseline(
         last_stride: stride of stage 4, 1 (default) or 2.
         base_width: ResNet width (64 = ResNet-50; smaller for tests, same graph).
         backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name.
+        zero_init_residual: as in `build_adfl`. Default True.
         name: model name.
 
     Returns:
@@ -275,4 +284,5 @@ def build_baseline(
     """
     return build_adfl(num_classes, input_shape=input_shape, attention=None, af_stage=None,
                       bottleneck_dim=bottleneck_dim, last_stride=last_stride, base_width=base_width,
-                      backbone_weights=backbone_weights, name=name)
+                      backbone_weights=backbone_weights, zero_init_residual=zero_init_residual,
+                      name=name)

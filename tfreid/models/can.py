@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-import re
 
 import keras
 
@@ -11,14 +10,11 @@ from tfreid.layers.adaptive_concat_pooling import BIN_RULES, AdaptiveConcatPooli
 from tfreid.layers.collaborative_attention import CollaborativeAttention
 from tfreid.layers.fused_batch_normalization import FusedBatchNormalization
 from tfreid.layers.validation import check_bool, check_positive_int
-from tfreid.models.backbones.resnet50 import resnet50_stage, resnet50_stem
+from tfreid.models.backbones.resnet50 import resnet50_stage, resnet50_stem, zero_init_residuals
 from tfreid.models.registry import register_model
 
 # Output stride of ResNet-50 up to stage 3 (stem /4, stages 2-3 /2 each).
 _STRIDE_TO_STAGE3 = 16
-# The BN closing the residual branch of a bottleneck (shared or branch copy), e.g.
-# "conv4_block6_3_bn", "part3_conv5_block1_3_bn".
-_RESIDUAL_LAST_BN = re.compile(r"(\w+_)?conv[2-5]_block\d+_3_bn")
 
 
 def _check_parts(parts):
@@ -197,11 +193,7 @@ def build_can(
     model = keras.Model(inputs, outputs, name=name)
 
     if zero_init_residual:
-        # Each residual block starts as the identity (its last BN scales by 0): a from-scratch
-        # ResNet-50 then trains several times faster in the first epochs (Goyal et al. 2017).
-        for layer in model.layers:
-            if _RESIDUAL_LAST_BN.fullmatch(layer.name):
-                layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+        zero_init_residuals(model)
     if backbone_weights:
         from tfreid.models.backbones.weights import load_backbone_weights
 

@@ -11,6 +11,7 @@ from tfreid.models.backbones.resnet50 import (
     build_resnet50,
     resnet50_stage,
     resnet50_stem,
+    zero_init_residuals,
 )
 from tfreid.models.backbones.weights import load_backbone_weights, read_weights_by_layer
 
@@ -25,4 +26,5 @@ __all__ = [
     "read_weights_by_layer",
     "resnet50_stage",
     "resnet50_stem",
+    "zero_init_residuals",
 ]

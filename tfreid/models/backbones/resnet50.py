@@ -9,6 +9,7 @@ stage 1..4 = Keras ``conv2``..``conv5``.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import keras
@@ -20,6 +21,10 @@ STAGE_BLOCKS = {1: 3, 2: 4, 3: 6, 4: 3}
 STAGE_OUTPUTS = {s: f"conv{s + 1}_block{n}_out" for s, n in STAGE_BLOCKS.items()}
 BN_EPSILON = 1.001e-5  # keras.applications' value, so ImageNet statistics behave as trained
 BN_MOMENTUM = 0.9  # PyTorch's 0.1: moving statistics settle within a short fine-tuning run
+
+# The BN closing a bottleneck's residual branch, in Keras's names or a prefixed copy
+# ("conv4_block6_3_bn", "part3_conv5_block1_3_bn").
+_RESIDUAL_LAST_BN = re.compile(r"(\w+_)?conv[2-5]_block\d+_3_bn")
 
 AfterBlock = Callable[[str, keras.KerasTensor, keras.KerasTensor], keras.KerasTensor]
 
@@ -134,3 +139,21 @@ def build_resnet50(input_shape=(256, 128, 3), last_stride: int = 2, base_width: 
 
         load_backbone_weights(model, weights)
     return model
+
+
+def zero_init_residuals(model: keras.Model) -> int:
+    """Start every bottleneck of `model` as the identity: the BN closing its residual branch gets
+    gamma = 0 (Goyal et al. 2017, "Accurate, Large Minibatch SGD", Sec. 5.1).
+
+    A from-scratch ResNet-50 then trains several times faster in its first epochs, which is what
+    the short synthetic recipes need; loading ImageNet weights afterwards overwrites it.
+
+    Returns:
+        The number of BN layers set (16 per full ResNet-50 copy).
+    """
+    count = 0
+    for layer in model.layers:
+        if _RESIDUAL_LAST_BN.fullmatch(layer.name):
+            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+            count += 1
+    return count
