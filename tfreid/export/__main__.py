@@ -62,7 +62,8 @@ def _resolve(args) -> tuple[list[str], list[str]]:
     quantize = list(QUANTIZATIONS) if "all" in quantize else list(dict.fromkeys(quantize))
     if args.version is not None and args.version < 1:
         raise ValueError(f"--version must be a positive integer, got {args.version}")
-    if "int8" in quantize and "tflite" in formats and not 1 <= args.calibration_images <= 10000:
+    if {"int8", "dynamic"} & set(quantize) and "tflite" in formats \
+            and not 1 <= args.calibration_images <= 10000:
         raise ValueError(f"--calibration-images must be in 1..10000, got {args.calibration_images}")
     return formats, quantize
 
@@ -78,7 +79,8 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
         output: export root.
         version: shared version number; default the next free one across the format folders.
         checkpoint: checkpoint prefix; default the run's latest.
-        calibration_images: images of the run's training split used to calibrate int8.
+        calibration_images: images of the run's training split used to calibrate int8 and to
+            check the dynamic-range model (`tfreid.export.dynamic_precision`).
 
     Example:
         >>> export_run("runs/hacnn-synthetic-x", ["tflite"], ["int8"], output="/tmp/exports")
@@ -121,7 +123,7 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
             embed, output, name, size, version=version, metadata=metadata)
     if "tflite" in formats:
         calibration = None
-        if "int8" in quantize:
+        if {"int8", "dynamic"} & set(quantize):
             from tfreid.data import build_dataset
 
             data = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
@@ -132,7 +134,8 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
             for q in quantize:
                 label = "float32" if q == "none" else q
                 tflite.export_tflite(embed, tmp / f"{name}-{label}.tflite", size, q, calibration,
-                                     metadata={**metadata, "calibration_images": None if q != "int8"
+                                     metadata={**metadata, "calibration_images": None
+                                               if q not in ("int8", "dynamic")
                                                else int(len(calibration))}, frozen=frozen)
         for q in quantize:
             label = "float32" if q == "none" else q

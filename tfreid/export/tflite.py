@@ -9,7 +9,9 @@ ops, so the file runs on the stock LiteRT runtime):
 
 - `none`: float32 weights and activations.
 - `float16`: float16 weights, dequantised to float32 at load (half the file).
-- `dynamic`: int8 weights, activations quantised on the fly per op (a quarter of the file).
+- `dynamic`: int8 weights, activations quantised on the fly per op (a quarter of the file). With
+  calibration images, the first weight tensors whose rounding the embedding cannot afford stay
+  float32 (`tfreid.export.dynamic_precision`; the sidecar's `rewrites` says how many).
 - `int8`: int8 weights *and* activations, calibrated on a representative set of 100-200
   training images (`representative_images`), builtin int8 kernels (`TFLITE_BUILTINS_INT8`):
   every convolution, matmul, max pool, embedding head and feature map. Two float32 islands,
@@ -60,6 +62,7 @@ import tensorflow as tf
 
 from tfreid.data.pipeline import decode_image
 from tfreid.data.transforms import normalize
+from tfreid.export.dynamic_precision import keep_early_weights_float
 from tfreid.export.int8_ranges import quantize_int8
 from tfreid.export.tflite_rewrite import static_reshapes, symmetric_matmul_rhs
 
@@ -117,6 +120,14 @@ def _serving_function(embed: keras.Model, image_size) -> tf.types.experimental.C
     return serve.get_concrete_function()
 
 
+def _check_calibration(calibration, height: int, width: int) -> np.ndarray:
+    calibration = np.asarray(calibration if calibration is not None else [], np.float32)
+    if calibration.ndim != 4 or calibration.shape[1:] != (height, width, 3) or not len(calibration):
+        raise ValueError("int8/dynamic quantisation needs calibration images float32 "
+                         f"[M, {height}, {width}, 3] in 0..255; got shape {calibration.shape}")
+    return calibration
+
+
 def frozen_function(embed: keras.Model, image_size):
     """The serving function (0..255 pixels -> embedding) with the weights folded to constants.
 
@@ -145,7 +156,8 @@ def _convert(embed: keras.Model, image_size, quantize: str = "none",
         image_size: `(H, W)`.
         quantize: one of `QUANTIZATIONS`.
         calibration: float32 `[M, H, W, 3]` 0..255 images, required for `int8`
-            (see `representative_images`).
+            (see `representative_images`); for `dynamic`, optional: with them, early weights
+            stay float32 where the embedding needs it (`keep_early_weights_float`).
         frozen: `frozen_function(embed, image_size)` if already computed.
 
     Returns:
@@ -167,10 +179,7 @@ def _convert(embed: keras.Model, image_size, quantize: str = "none",
     elif quantize == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantize == "int8":
-        calibration = np.asarray(calibration if calibration is not None else [], np.float32)
-        if calibration.ndim != 4 or calibration.shape[1:] != (height, width, 3) or not len(calibration):
-            raise ValueError("int8 quantisation needs calibration images float32 "
-                             f"[M, {height}, {width}, 3] in 0..255; got shape {calibration.shape}")
+        calibration = _check_calibration(calibration, height, width)
 
         def representative():
             for image in calibration:
@@ -187,8 +196,12 @@ def _convert(embed: keras.Model, image_size, quantize: str = "none",
     except Exception as err:  # ConverterError: keep the converter's explanation
         raise ValueError(f"TFLite conversion ({quantize}) of {embed.name} failed with builtin "
                          f"ops only: {err}") from None
-    data, reshapes = static_reshapes(data)
-    rewrites = {"static_reshapes": reshapes}
+    rewrites = {}
+    if quantize == "dynamic" and calibration is not None:
+        float32 = _convert(embed, image_size, "none", frozen=fn)[0]
+        data, rewrites["float32_early_weights"] = keep_early_weights_float(
+            data, float32, _check_calibration(calibration, height, width))
+    data, rewrites["static_reshapes"] = static_reshapes(data)
     if quantize == "int8":
         data, requantized = symmetric_matmul_rhs(data)
         rewrites.update(requantized_matmul_rhs=requantized, widened_ranges=widened,
