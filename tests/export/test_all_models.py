@@ -17,7 +17,10 @@ from tests.export.conftest import cosine
 from tests.export.test_export_cli import DENYLIST, _graph_ops
 from tfreid.models import available_models
 
-MODELS = available_models()
+# HA-CNN's every-format export, parity bounds and fresh-process loading are checked on the
+# session export of tests/export/conftest.py (test_tflite, test_inference, test_export_cli);
+# exporting it again here would add two minutes to CI.
+MODELS = [name for name in available_models() if name != "hacnn"]
 # variant -> (minimum per-image cosine, minimum mean cosine) vs the Keras checkpoint. The
 # issue's bounds (int8: mean >= 0.98 on the trained run); these random-init narrow networks
 # calibrated on 16 images meet them too (measured minima: see the README deployment section).

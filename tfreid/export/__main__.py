@@ -133,10 +133,12 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
         with savedmodel.version_dir(dirs["tflite"], version) as tmp:
             for q in quantize:
                 label = "float32" if q == "none" else q
+                float32 = tmp / f"{name}-float32.tflite"  # dynamic compares with it
                 tflite.export_tflite(embed, tmp / f"{name}-{label}.tflite", size, q, calibration,
                                      metadata={**metadata, "calibration_images": None
                                                if q not in ("int8", "dynamic")
-                                               else int(len(calibration))}, frozen=frozen)
+                                               else int(len(calibration))}, frozen=frozen,
+                                     float32=float32.read_bytes() if float32.is_file() else None)
         for q in quantize:
             label = "float32" if q == "none" else q
             written[f"tflite-{label}"] = dirs["tflite"] / str(version) / f"{name}-{label}.tflite"

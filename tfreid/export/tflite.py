@@ -148,7 +148,8 @@ def convert_tflite(embed: keras.Model, image_size, quantize: str = "none",
 
 
 def _convert(embed: keras.Model, image_size, quantize: str = "none",
-             calibration: np.ndarray | None = None, frozen=None) -> tuple[bytes, dict]:
+             calibration: np.ndarray | None = None, frozen=None,
+             float32: bytes | None = None) -> tuple[bytes, dict]:
     """Convert `embed` (normalised images -> embedding) plus the normalisation to a flatbuffer.
 
     Args:
@@ -159,6 +160,8 @@ def _convert(embed: keras.Model, image_size, quantize: str = "none",
             (see `representative_images`); for `dynamic`, optional: with them, early weights
             stay float32 where the embedding needs it (`keep_early_weights_float`).
         frozen: `frozen_function(embed, image_size)` if already computed.
+        float32: the float32 `.tflite` of the same model if already converted (`dynamic`
+            compares with it).
 
     Returns:
         `(model_bytes, rewrites)`: the `.tflite` flatbuffer and what the XNNPACK-enabling exact
@@ -198,7 +201,7 @@ def _convert(embed: keras.Model, image_size, quantize: str = "none",
                          f"ops only: {err}") from None
     rewrites = {}
     if quantize == "dynamic" and calibration is not None:
-        float32 = _convert(embed, image_size, "none", frozen=fn)[0]
+        float32 = float32 or _convert(embed, image_size, "none", frozen=fn)[0]
         data, rewrites["float32_early_weights"] = keep_early_weights_float(
             data, float32, _check_calibration(calibration, height, width))
     data, rewrites["static_reshapes"] = static_reshapes(data)
@@ -232,7 +235,7 @@ def tflite_op_names(model: bytes | str | os.PathLike) -> set[str]:
 
 def export_tflite(embed: keras.Model, path: str | os.PathLike, image_size, quantize: str = "none",
                   calibration: np.ndarray | None = None, metadata: dict | None = None,
-                  frozen=None) -> pathlib.Path:
+                  frozen=None, float32: bytes | None = None) -> pathlib.Path:
     """Convert and write `path` (`.tflite`) plus a `<path>.json` sidecar describing it.
 
     The file is written under a temporary name and renamed, so readers never see half a model.
@@ -243,7 +246,7 @@ def export_tflite(embed: keras.Model, path: str | os.PathLike, image_size, quant
     path = pathlib.Path(path)
     if path.suffix != ".tflite":
         raise ValueError(f"path must end in .tflite, got {str(path)!r}")
-    data, rewrites = _convert(embed, image_size, quantize, calibration, frozen)
+    data, rewrites = _convert(embed, image_size, quantize, calibration, frozen, float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {"format": "tflite", "quantize": quantize, "input_size": [int(v) for v in image_size],
             "input": "float32 RGB 0..255 [N, H, W, 3] (batch resizable); normalisation in-graph",
