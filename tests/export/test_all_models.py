@@ -23,7 +23,7 @@ from tfreid.models import available_models
 MODELS = [name for name in available_models() if name != "hacnn"]
 # variant -> (minimum per-image cosine, minimum mean cosine) vs the Keras checkpoint. The
 # issue's bounds (int8: mean >= 0.98 on the trained run); these random-init narrow networks
-# calibrated on 16 images meet them too (measured minima: see the README deployment section).
+# calibrated on 16 images meet them too.
 BOUNDS = {"savedmodel": (0.9999, 0.9999), "keras": (0.9999, 0.9999),
           "tflite-float32": (0.9999, 0.9999), "tflite-float16": (0.999, 0.999),
           "tflite-dynamic": (0.999, 0.999), "tflite-int8": (0.95, 0.98)}
