@@ -133,6 +133,28 @@ def multiply(x, kernel, w1, b1, w2, b2):
 
 
 # ----------------------------------------------------------------------------- helpers
+def random_map(shape, seed=0, scale=0.5, dtype="float32"):
+    return np.random.default_rng(seed).normal(0.0, scale, shape).astype(dtype)
+
+
+def built(layer, x, seed=1, alpha=None):
+    """`layer` built on `x`, with `randomise`d weights."""
+    layer(x)
+    randomise(layer, seed, alpha=alpha)
+    return layer
+
+
+def built_under_policy(policy, make, x):
+    """``make()`` built on `x` under the global dtype policy `policy` (restored to float32)."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = make()
+        layer(x)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return layer
+
+
 def randomise(layer, seed, scale=0.3, alpha=None):
     """Random weights (and a given non-zero alpha: at 0 the Type I layers are the identity)."""
     rng = np.random.default_rng(seed)

@@ -146,5 +146,6 @@ def test_output_larger_than_input_is_rejected():
 
 
 def test_dynamic_spatial_size_is_rejected():
-    with pytest.raises(ValueError, match="static H, W, C"):
+    with pytest.raises(ValueError, match=r"static H, W and C, received shape \(None, None, 8, 4\) "
+                                         r"\(H is not static\)"):
         AdaptiveConcatPooling2D(1)(keras.Input((None, 8, 4)))

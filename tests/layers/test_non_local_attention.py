@@ -3,43 +3,16 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+import ccan_reference as ref
 from tfreid.layers import NonLocalAttention, SymmetricSelfAttention
 
 B, M, N, C = 2, 3, 4, 16
 
 
-def np_non_local(x, wg, wf, wh, ww, pairwise, activation):
-    act = (lambda v: np.maximum(v, 0.0)) if activation == "relu" else (lambda v: v)
-    b_, m_, n_, c_ = x.shape
-    p = m_ * n_
-    zs, maps = [], []
-    for b in range(b_):
-        q = x[b].reshape(p, c_).astype(np.float64)
-        g, f, h = act(q @ wg), act(q @ wf), act(q @ wh)
-        a = np.array([[g[i] @ f[j] for j in range(p)] for i in range(p)])
-        if pairwise == "dot":
-            y = np.stack([sum(a[i, j] * h[j] for j in range(p)) / p for i in range(p)])
-        else:  # embedded Gaussian: softmax over j of each row
-            a = np.exp(a - a.max(axis=1, keepdims=True))
-            a = a / a.sum(axis=1, keepdims=True)
-            y = np.stack([sum(a[i, j] * h[j] for j in range(p)) for i in range(p)])
-        zs.append((act(y @ ww) + q).reshape(m_, n_, c_))
-        maps.append(a.mean(axis=0).reshape(m_, n_, 1))
-    return np.stack(zs), np.stack(maps)
-
-
-def set_random(layer, seed, scale=0.3):
-    rng = np.random.default_rng(seed)
-    values = {w.name: rng.normal(0.0, scale, tuple(w.shape)) for w in layer.weights}
-    layer.set_weights([values[w.name] for w in layer.weights])
-    return values
-
-
 @pytest.fixture
 def x():
-    return np.random.default_rng(0).normal(0.5, 1.0, (B, M, N, C)).astype("float32")
+    return ref.random_map((B, M, N, C))
 
 
 @pytest.mark.parametrize("pairwise", ["dot", "embedded_gaussian"])
@@ -47,10 +20,11 @@ def x():
 def test_matches_numpy(x, pairwise, activation):
     layer = NonLocalAttention(pairwise=pairwise, activation=activation, return_attention=True)
     layer(x)
-    w = set_random(layer, 1)
+    w = ref.set_random(layer, 1)
     assert sorted(w) == ["f_kernel", "g_kernel", "h_kernel", "w_kernel"]  # no W_alpha
     z, attended = layer(x)
-    want_z, want_map = np_non_local(x, w["g_kernel"], w["f_kernel"], w["h_kernel"], w["w_kernel"], pairwise, activation)
+    want_z, want_map = ref.self_attention(x, w["g_kernel"], w["f_kernel"], w["h_kernel"], w["w_kernel"],
+                                          pairwise=pairwise, activation=activation)
     np.testing.assert_allclose(np.asarray(z), want_z, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(attended), want_map, rtol=1e-5, atol=1e-6)
     if pairwise == "embedded_gaussian":  # softmax rows: column means sum to 1 over positions
@@ -62,7 +36,7 @@ def test_is_symmetric_self_attention_without_concat_and_alpha(x):
     With W_alpha = [I; 0] the SS layer computes ReLU(A') = A' (A' >= 0 after ReLU projections)."""
     nl = NonLocalAttention()
     nl(x)
-    set_random(nl, 2)
+    ref.set_random(nl, 2)
     p = M * N
     ss = SymmetricSelfAttention()
     ss(x)
@@ -87,33 +61,13 @@ def test_gradient_matches_central_differences():
     x = rng.normal(0.5, 1.0, (1, 2, 2, 16))
     layer = NonLocalAttention(pairwise="embedded_gaussian", dtype="float64")
     layer(x)
-    set_random(layer, 4, scale=0.5)
-    probe = rng.normal(size=x.shape)
-    loss = lambda v: tf.reduce_sum(layer(v) * probe, axis=(1, 2, 3))
-    x_t = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x_t)
-        value = tf.reduce_sum(loss(x_t))
-    grad = np.asarray(tape.gradient(value, x_t))
-    eps = 1e-6
-    moved = np.repeat(x, 2 * x.size, axis=0)
-    for n, idx in enumerate(np.ndindex(x.shape[1:])):
-        moved[(2 * n, *idx)] += eps
-        moved[(2 * n + 1, *idx)] -= eps
-    out = np.asarray(loss(moved))
-    np.testing.assert_allclose(grad, ((out[0::2] - out[1::2]) / (2 * eps)).reshape(x.shape), rtol=1e-5, atol=1e-7)
+    ref.set_random(layer, 4, scale=0.5)
+    ref.check_input_gradient(layer, x, rng.normal(size=x.shape))
 
 
 def test_config_and_keras_file_round_trip(x, tmp_path):
     layer = NonLocalAttention(reduction=4, pairwise="embedded_gaussian", activation="linear", name="nl")
-    config = layer.get_config()
-    assert NonLocalAttention.from_config(config).get_config() == config
-    inp = keras.Input((M, N, C))
-    model = keras.Model(inp, layer(inp))
-    set_random(layer, 5)
-    path = tmp_path / "nl.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
+    model, loaded = ref.saved_and_loaded(layer, x, tmp_path, seed=5)
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
 
 

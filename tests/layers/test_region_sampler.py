@@ -271,5 +271,6 @@ def test_bad_input_shapes():
         layer([features, np.zeros((2, 4, 3), "float32")])
     with pytest.raises(ValueError, match="same batch size"):
         layer([features, np.zeros((3, 4, 2), "float32")])
-    with pytest.raises(ValueError, match=r"features of shape \[B, H, W, C\]"):
+    with pytest.raises(ValueError, match=r"`features` to be a feature map \[B, H, W, C\], "
+                                         r"received shape \(2, 8, 8\) \(rank 3"):
         layer([np.zeros((2, 8, 8), "float32"), np.zeros((2, 4, 2), "float32")])

@@ -1,6 +1,5 @@
 """ADFL Type I (long-range) attention layers against the supplementary Eq. (5)-(11) in NumPy."""
 
-import keras
 import numpy as np
 import pytest
 
@@ -12,18 +11,12 @@ SHAPE = (2, 5, 3, 16)  # B, H, W, C: 15 positions, small enough for the per-posi
 
 @pytest.fixture
 def x():
-    return np.random.default_rng(0).normal(0.0, 0.5, SHAPE).astype("float32")
-
-
-def built(layer, x, seed=1, alpha=None):
-    layer(x)
-    ref.randomise(layer, seed, alpha=alpha)
-    return layer
+    return ref.random_map(SHAPE)
 
 
 # ----------------------------------------------------------------------------- values
 def test_position_attention_matches_eq_5_6(x):
-    layer = built(PositionAttention(reduction=8, return_attention=True), x, alpha=0.8)
+    layer = ref.built(PositionAttention(reduction=8, return_attention=True), x, alpha=0.8)
     assert layer.query.kernel.shape == (1, 1, 16, 2) and layer.value.kernel.shape == (1, 1, 16, 16)
     out, received = (np.asarray(t) for t in layer(x))
     want, want_map = ref.position(x, *(np.asarray(w) for w in (
@@ -36,12 +29,12 @@ def test_position_attention_matches_eq_5_6(x):
 
 
 def test_channel_self_attention_matches_eq_7_8(x):
-    layer = built(ChannelSelfAttention(), x, alpha=-0.6)
+    layer = ref.built(ChannelSelfAttention(), x, alpha=-0.6)
     np.testing.assert_allclose(np.asarray(layer(x)), ref.channel_self(x, -0.6), rtol=1e-4, atol=1e-5)
 
 
 def test_hyper_attention_matches_eq_9(x):
-    layer = built(HyperAttention(reduction=8, return_attention=True), x, alpha=1.3)
+    layer = ref.built(HyperAttention(reduction=8, return_attention=True), x, alpha=1.3)
     assert layer.query.kernel.shape == (1, 1, 16, 2) and layer.expand.kernel.shape == (1, 1, 2, 16)
     out, received = (np.asarray(t) for t in layer(x))
     weights = [np.asarray(w) for conv in (layer.query, layer.key, layer.value, layer.expand)
@@ -53,7 +46,7 @@ def test_hyper_attention_matches_eq_9(x):
 
 def test_batch_attention_matches_eq_10_11(x):
     x4 = np.random.default_rng(3).normal(0.0, 0.1, (4, 5, 3, 16)).astype("float32")
-    layer = built(BatchAttention(), x4, alpha=0.9)
+    layer = ref.built(BatchAttention(), x4, alpha=0.9)
     np.testing.assert_allclose(np.asarray(layer(x4)), ref.batch(x4, 0.9), rtol=1e-4, atol=1e-5)
 
 
@@ -71,7 +64,7 @@ def test_batch_attention_depends_on_batch_composition():
     """The documented caveat: a sample's output changes with its batch-mates (alpha != 0)."""
     rng = np.random.default_rng(4)
     a, b, c = (rng.normal(0.0, 0.1, (1, 5, 3, 16)).astype("float32") for _ in range(3))
-    layer = built(BatchAttention(), np.concatenate([a, b]), alpha=0.9)
+    layer = ref.built(BatchAttention(), np.concatenate([a, b]), alpha=0.9)
     with_b = np.asarray(layer(np.concatenate([a, b])))[0]
     with_c = np.asarray(layer(np.concatenate([a, c])))[0]
     alone = np.asarray(layer(a))[0]
@@ -90,11 +83,8 @@ def test_batch_attention_depends_on_batch_composition():
     lambda: BatchAttention(dtype="float64"),
 ], ids=["1s", "1c", "1h", "1b"])
 def test_gradients_match_finite_differences(make):
-    x = np.random.default_rng(5).normal(0.0, 0.3, (3, 4, 3, 16))
-    layer = make()
-    layer(x)
-    ref.randomise(layer, 6, alpha=0.7)
-    ref.check_gradients(layer, x)
+    x = ref.random_map((3, 4, 3, 16), seed=5, scale=0.3, dtype="float64")
+    ref.check_gradients(ref.built(make(), x, seed=6, alpha=0.7), x)
 
 
 # ----------------------------------------------------------------------------- serialisation etc.
@@ -105,10 +95,7 @@ def test_gradients_match_finite_differences(make):
     lambda: BatchAttention(name="ba"),
 ], ids=["1s", "1c", "1h", "1b"])
 def test_config_round_trip_and_keras_file(make, x, tmp_path):
-    layer = make()
-    layer(x)
-    ref.randomise(layer, 7, alpha=0.5)
-    ref.check_serialisation(layer, x, tmp_path)
+    ref.check_serialisation(ref.built(make(), x, seed=7, alpha=0.5), x, tmp_path)
 
 
 @pytest.mark.parametrize("make,scale", [(PositionAttention, 3.0), (BatchAttention, 5.0)], ids=["1s", "1b"])
@@ -116,13 +103,8 @@ def test_mixed_precision_runs_attention_in_float32(make, scale):
     """1b's energies are sums of 3072 products (~75,000 here): float16 (max 65,504) would give
     inf and NaN outputs; the float32 attention stays finite and close to the float32 layer."""
     big = np.random.default_rng(8).normal(0.0, scale, (2, 12, 4, 64)).astype("float32")
-    full = built(make(), big, seed=9, alpha=0.5)
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        half = make()
-        half(big)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    full = ref.built(make(), big, seed=9, alpha=0.5)
+    half = ref.built_under_policy("mixed_float16", make, big)
     half.set_weights(full.get_weights())
     out, want = np.asarray(half(big)), np.asarray(full(big))
     assert out.dtype == np.float16 and np.isfinite(out).all()
@@ -136,7 +118,7 @@ def test_bad_arguments():
         PositionAttention(reduction=0)
     with pytest.raises(ValueError, match="return_attention"):
         HyperAttention(return_attention="yes")
-    with pytest.raises(ValueError, match=r"C=4 must be >= 8"):
+    with pytest.raises(ValueError, match=r"C=4 must be >= reduction=8"):
         PositionAttention()(np.zeros((1, 3, 3, 4), "float32"))
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         ChannelSelfAttention()(np.zeros((2, 16), "float32"))

@@ -1,6 +1,5 @@
 """ADFL Type II (direct) attention layers and the arrangements against Eq. (3), (12)-(14)."""
 
-import keras
 import numpy as np
 import pytest
 
@@ -13,13 +12,7 @@ SHAPE = (2, 5, 3, 32)
 
 @pytest.fixture
 def x():
-    return np.random.default_rng(0).normal(0.0, 0.5, SHAPE).astype("float32")
-
-
-def built(layer, x, seed=1, alpha=None):
-    layer(x)
-    ref.randomise(layer, seed, alpha=alpha)
-    return layer
+    return ref.random_map(SHAPE)
 
 
 def spatial_weights(layer):
@@ -32,7 +25,7 @@ def channel_weights(layer):
 
 # ----------------------------------------------------------------------------- single modules
 def test_direct_spatial_matches_eq_12(x):
-    layer = built(DirectSpatialAttention(kernel_size=3, return_attention=True), x)
+    layer = ref.built(DirectSpatialAttention(kernel_size=3, return_attention=True), x)
     assert layer.conv.kernel.shape == (3, 3, 2, 1) and layer.conv.bias is None
     out, amap = (np.asarray(t) for t in layer(x))
     want, want_map = ref.direct_spatial(x, spatial_weights(layer))
@@ -43,7 +36,7 @@ def test_direct_spatial_matches_eq_12(x):
 
 
 def test_direct_channel_matches_eq_13(x):
-    layer = built(DirectChannelAttention(reduction=16), x)
+    layer = ref.built(DirectChannelAttention(reduction=16), x)
     assert layer.fc1.kernel.shape == (32, 2) and layer.fc2.kernel.shape == (2, 32)
     want = ref.direct_channel(x, *channel_weights(layer))
     np.testing.assert_allclose(np.asarray(layer(x)), want, rtol=1e-5, atol=1e-7)
@@ -62,7 +55,7 @@ def test_direct_hyper_matches_eq_14(x):
 # ----------------------------------------------------------------------------- arrangements
 @pytest.mark.parametrize("arrangement", ["sc", "cs", "sum", "multiply"])
 def test_type2_arrangements_match_fig_6(arrangement, x):
-    layer = built(AttentionArrangement(2, arrangement, channel_reduction=16, return_attention=True), x)
+    layer = ref.built(AttentionArrangement(2, arrangement, channel_reduction=16, return_attention=True), x)
     kernel, mlp = spatial_weights(layer.spatial), channel_weights(layer.channel)
 
     def s(v):
@@ -84,7 +77,7 @@ def test_type2_arrangements_match_fig_6(arrangement, x):
 
 @pytest.mark.parametrize("arrangement", ["sc", "cs", "sum"])
 def test_type1_arrangements_match_fig_6(arrangement, x):
-    layer = built(AttentionArrangement(1, arrangement, spatial_reduction=8, return_attention=True), x)
+    layer = ref.built(AttentionArrangement(1, arrangement, spatial_reduction=8, return_attention=True), x)
     layer.spatial.alpha.assign(0.7)
     layer.channel.alpha.assign(-0.4)
     p = layer.spatial
@@ -122,11 +115,8 @@ def test_arrangement_sublayers_are_the_single_modules():
     lambda: AttentionArrangement(1, "sum", spatial_reduction=8, dtype="float64"),
 ], ids=["2s", "2c", "2h", "2multiply", "1sum"])
 def test_gradients_match_finite_differences(make):
-    x = np.random.default_rng(5).normal(0.0, 0.5, (2, 4, 3, 16))
-    layer = make()
-    layer(x)
-    ref.randomise(layer, 6, alpha=0.7)
-    ref.check_gradients(layer, x)
+    x = ref.random_map((2, 4, 3, 16), seed=5, dtype="float64")
+    ref.check_gradients(ref.built(make(), x, seed=6, alpha=0.7), x)
 
 
 # ----------------------------------------------------------------------------- serialisation etc.
@@ -138,21 +128,13 @@ def test_gradients_match_finite_differences(make):
     lambda: AttentionArrangement(1, "sc", spatial_reduction=4, name="ar1"),
 ], ids=["2s", "2c", "2h", "2cs", "1sc"])
 def test_config_round_trip_and_keras_file(make, x, tmp_path):
-    layer = make()
-    layer(x)
-    ref.randomise(layer, 7, alpha=0.5)
-    ref.check_serialisation(layer, x, tmp_path)
+    ref.check_serialisation(ref.built(make(), x, seed=7, alpha=0.5), x, tmp_path)
 
 
 def test_mixed_precision_outputs_finite():
     big = np.random.default_rng(8).normal(0.0, 1.0, (2, 12, 4, 64)).astype("float32")
-    full = built(AttentionArrangement(2, "multiply"), big, seed=9)
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        half = AttentionArrangement(2, "multiply")
-        half(big)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    full = ref.built(AttentionArrangement(2, "multiply"), big, seed=9)
+    half = ref.built_under_policy("mixed_bfloat16", lambda: AttentionArrangement(2, "multiply"), big)
     half.set_weights(full.get_weights())
     out = np.asarray(half(big)).astype("float32")
     want = np.asarray(full(big))
@@ -170,5 +152,5 @@ def test_bad_arguments():
         AttentionArrangement(1, "multiply")
     with pytest.raises(ValueError, match="kernel_size"):
         DirectSpatialAttention(kernel_size=0)
-    with pytest.raises(ValueError, match=r"C=8 must be >= 16"):
+    with pytest.raises(ValueError, match=r"C=8 must be >= reduction=16"):
         DirectChannelAttention()(np.zeros((1, 3, 3, 8), "float32"))

@@ -7,6 +7,8 @@ import numbers
 import keras
 from keras import ops
 
+from tfreid.layers.validation import check_feature_map
+
 BIN_RULES = ("paper", "pytorch")
 
 
@@ -110,12 +112,7 @@ class AdaptiveConcatPooling2D(keras.layers.Layer):
         self.bin_rule = bin_rule
 
     def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or None in input_shape[1:]:
-            raise ValueError(
-                "AdaptiveConcatPooling2D expects inputs [B, H, W, C] with static H, W, C, "
-                f"received shape {input_shape}."
-            )
+        input_shape = check_feature_map(self, input_shape, static_spatial=True)
         for axis, size, out in zip(("height", "width"), input_shape[1:3], self.output_size):
             if out > size:
                 raise ValueError(

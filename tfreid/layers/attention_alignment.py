@@ -7,7 +7,7 @@ import numbers
 import keras
 from keras import ops
 
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 _EPS = 1e-6  # a CAM whose max - min is below this is flat: normalised to 0 everywhere
 
@@ -84,15 +84,8 @@ class AttentionAlignment(keras.layers.Layer):
         self.use_bias = check_bool("use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or None in input_shape[1:]:
-            raise ValueError("AttentionAlignment expects a feature map [B, H, W, C] with static H, W and C, "
-                             f"received shape {input_shape}.")
-        return input_shape
-
     def build(self, input_shape):
-        c = self._check_shape(input_shape)[-1]
+        c = check_feature_map(self, input_shape, static_spatial=True)[-1]
         self.kernel = self.add_weight(shape=(c, self.num_classes), initializer=self.kernel_initializer,
                                       name="kernel")
         self.bias = self.add_weight(shape=(self.num_classes,), initializer="zeros", name="bias") \
@@ -100,7 +93,7 @@ class AttentionAlignment(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        _, h, w, _ = self._check_shape(inputs.shape)
+        _, h, w, _ = check_feature_map(self, inputs.shape, static_spatial=True)
         length = self.length or h
         features = ops.cast(inputs, "float32")
         kernel = ops.cast(self.kernel, "float32")
@@ -150,7 +143,7 @@ class AttentionAlignment(keras.layers.Layer):
         return v_lo * (1.0 - frac) + v_hi * frac
 
     def compute_output_shape(self, input_shape):
-        b, h, _, _ = self._check_shape(input_shape)
+        b, h, _, _ = check_feature_map(self, input_shape, static_spatial=True)
         return (b, self.num_classes), (b, self.num_classes, self.length or h)
 
     def get_config(self):

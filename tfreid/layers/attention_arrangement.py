@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype, check_feature_map
+from tfreid.layers.attention_utils import attention_dtype
 from tfreid.layers.channel_self_attention import ChannelSelfAttention
 from tfreid.layers.direct_channel_attention import DirectChannelAttention
 from tfreid.layers.direct_spatial_attention import DirectSpatialAttention
 from tfreid.layers.position_attention import PositionAttention
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 ARRANGEMENTS = ("sc", "cs", "sum", "multiply")
 
@@ -85,18 +85,21 @@ class AttentionArrangement(keras.layers.Layer):
             self.spatial = DirectSpatialAttention(kernel_size, return_attention=maps, name="spatial", **kw)
             self.channel = DirectChannelAttention(channel_reduction, name="channel", **kw)
 
-    def _min_channels(self):
-        return self.spatial_reduction if self.attention_type == 1 else self.channel_reduction
+    def _check_shape(self, input_shape):
+        # Type I reduces the channels in the spatial module, Type II in the channel module.
+        name = "spatial_reduction" if self.attention_type == 1 else "channel_reduction"
+        return check_feature_map(self, input_shape, reduction=getattr(self, name), reduction_name=name,
+                                 static_spatial=True)
 
     def build(self, input_shape):
-        input_shape = check_feature_map(self, input_shape, self._min_channels())
+        input_shape = self._check_shape(input_shape)
         self.spatial.build(input_shape)
         self.channel.build(input_shape)
         self.built = True
 
     def call(self, inputs):
         dt = attention_dtype(self.compute_dtype)
-        check_feature_map(self, inputs.shape, self._min_channels())
+        self._check_shape(inputs.shape)
         spatial_map = None
         if self.arrangement == "multiply":
             spatial_map = self.spatial.attention_map(inputs)
@@ -120,7 +123,7 @@ class AttentionArrangement(keras.layers.Layer):
         return (out, spatial_map) if self.return_attention else out
 
     def compute_output_shape(self, input_shape):
-        shape = check_feature_map(self, input_shape, self._min_channels())
+        shape = self._check_shape(input_shape)
         return (shape, (*shape[:3], 1)) if self.return_attention else shape
 
     def get_config(self):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype, check_feature_map
+from tfreid.layers.attention_utils import attention_dtype
+from tfreid.layers.validation import check_feature_map
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -44,17 +45,17 @@ class BatchAttention(keras.layers.Layer):
     """
 
     def build(self, input_shape):
-        check_feature_map(self, input_shape)
+        check_feature_map(self, input_shape, static_spatial=True)
         self.alpha = self.add_weight(shape=(), initializer="zeros", name="alpha")
         self.built = True
 
     def call(self, inputs):
         dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape)
+        _, h, w, c = check_feature_map(self, inputs.shape, static_spatial=True)
         f = ops.reshape(ops.cast(inputs, dt), (-1, h * w * c))
         attention = ops.softmax(ops.matmul(f, ops.transpose(f)), axis=-1)  # [j, i]
         out = ops.cast(self.alpha, dt) * ops.matmul(attention, f) + f
         return ops.cast(ops.reshape(out, (-1, h, w, c)), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return check_feature_map(self, input_shape)
+        return check_feature_map(self, input_shape, static_spatial=True)

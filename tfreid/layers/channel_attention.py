@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 from tfreid.layers.conv_bn_relu import ConvBNReLU
 
@@ -51,22 +51,8 @@ class SoftChannelAttention(keras.layers.Layer):
         self.conv1 = None  # widths depend on C, created in build()
         self.conv2 = None
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(
-                "SoftChannelAttention expects a feature map [B, H, W, C] with known C, "
-                f"received shape {input_shape}."
-            )
-        if input_shape[-1] // self.reduction < 1:
-            raise ValueError(
-                f"SoftChannelAttention: channels C={input_shape[-1]} must be >= reduction="
-                f"{self.reduction} so that the bottleneck C // reduction has at least one channel."
-            )
-        return input_shape
-
     def build(self, input_shape):
-        b, _, _, c = self._check_shape(input_shape)
+        b, _, _, c = check_feature_map(self, input_shape, reduction=self.reduction)
         kw = dict(use_bias=self.use_bias, dtype=self.dtype_policy)
         self.conv1 = ConvBNReLU(c // self.reduction, 1, name="conv1", **kw)
         self.conv2 = ConvBNReLU(c, 1, name="conv2", **kw)
@@ -75,13 +61,13 @@ class SoftChannelAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        self._check_shape(inputs.shape)
+        check_feature_map(self, inputs.shape, reduction=self.reduction)
         y = ops.mean(inputs, axis=(1, 2), keepdims=True)
         y = self.conv1(y, training=training)
         return self.conv2(y, training=training)
 
     def compute_output_shape(self, input_shape):
-        b, _, _, c = self._check_shape(input_shape)
+        b, _, _, c = check_feature_map(self, input_shape, reduction=self.reduction)
         return (b, 1, 1, c)
 
     def get_config(self):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype, check_feature_map
+from tfreid.layers.attention_utils import attention_dtype
+from tfreid.layers.validation import check_feature_map
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -40,13 +41,13 @@ class ChannelSelfAttention(keras.layers.Layer):
     """
 
     def build(self, input_shape):
-        check_feature_map(self, input_shape)
+        check_feature_map(self, input_shape, static_spatial=True)
         self.alpha = self.add_weight(shape=(), initializer="zeros", name="alpha")
         self.built = True
 
     def call(self, inputs):
         dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape)
+        _, h, w, c = check_feature_map(self, inputs.shape, static_spatial=True)
         x = ops.reshape(ops.cast(inputs, dt), (-1, h * w, c))  # columns are channel maps
         energy = ops.matmul(ops.transpose(x, (0, 2, 1)), x)  # [B, j, i] = I_j . I_i
         attention = ops.softmax(energy, axis=-1)
@@ -55,4 +56,4 @@ class ChannelSelfAttention(keras.layers.Layer):
         return ops.cast(ops.reshape(out, (-1, h, w, c)), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return check_feature_map(self, input_shape)
+        return check_feature_map(self, input_shape, static_spatial=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.validation import check_positive_int
+from tfreid.layers.validation import check_feature_map, check_positive_int
 from tfreid.ops.batch_norm import fused_bn_applies, fused_bn_train
 
 
@@ -88,17 +88,8 @@ class ConvBNReLU(keras.layers.Layer):
             momentum=self.bn_momentum, epsilon=self.bn_epsilon, name="bn", dtype=self.dtype_policy
         )
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(
-                f"{type(self).__name__} expects inputs of shape [B, H, W, C] with known C, "
-                f"received shape {input_shape}."
-            )
-        return input_shape
-
     def build(self, input_shape):
-        input_shape = self._check_shape(input_shape)
+        input_shape = check_feature_map(self, input_shape)
         self.conv.build(input_shape)
         self.bn.build(self.conv.compute_output_shape(input_shape))
         self.built = True
@@ -122,7 +113,7 @@ class ConvBNReLU(keras.layers.Layer):
         return ops.relu(y + ops.cast(shift, self.compute_dtype))
 
     def compute_output_shape(self, input_shape):
-        return self.conv.compute_output_shape(self._check_shape(input_shape))
+        return self.conv.compute_output_shape(check_feature_map(self, input_shape))
 
     def get_config(self):
         config = super().get_config()

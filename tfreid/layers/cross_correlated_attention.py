@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 # `alpha_initializer` value giving W_alpha = [I; I] / 2, i.e. A = ReLU((A' + A'^T) / 2) at start.
 SYMMETRIC = "symmetric"
@@ -36,30 +36,6 @@ def accumulation_dtype(compute_dtype):
     """float32 for half-precision policies (``A'`` sums ``K`` products and overflows float16
     easily), else the compute dtype itself (float32, or float64 for gradient checks)."""
     return "float32" if compute_dtype in ("float16", "bfloat16") else compute_dtype
-
-
-def check_feature_map(layer, name, shape, static_spatial=True):
-    """``shape`` as a tuple if it is ``[B, H, W, C]`` with known C (and H, W), else ValueError."""
-    shape = tuple(shape)
-    spatial_ok = not static_spatial or (len(shape) == 4 and None not in shape[1:3])
-    if len(shape) != 4 or shape[-1] is None or not spatial_ok:
-        what = "static H, W and C" if static_spatial else "known C"
-        raise ValueError(
-            f"{type(layer).__name__}: `{name}` must be a feature map [B, H, W, C] with {what}, "
-            f"received shape {shape}."
-        )
-    return shape
-
-
-def key_channels(layer, channels, reduction):
-    """``K = C // reduction``, the width of the f, g, h projections (CCAN: C / 8)."""
-    k = channels // reduction
-    if k < 1:
-        raise ValueError(
-            f"{type(layer).__name__}: channels C={channels} must be >= reduction={reduction} so "
-            f"that the projections have K = C // reduction >= 1 channels."
-        )
-    return k
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -141,8 +117,9 @@ class CrossCorrelatedAttention(keras.layers.Layer):
 
     # ------------------------------------------------------------------------------ shapes
     def _check_shapes(self, query_shape, key_shape):
-        query_shape = check_feature_map(self, "query", query_shape)
-        key_shape = check_feature_map(self, "key", key_shape)
+        query_shape = check_feature_map(self, query_shape, reduction=self.reduction, static_spatial=True,
+                                        name="query")
+        key_shape = check_feature_map(self, key_shape, static_spatial=True, name="key")
         if query_shape[1:3] != key_shape[1:3]:
             raise ValueError(
                 f"{type(self).__name__}: query and key must have the same spatial size M x N "
@@ -159,7 +136,7 @@ class CrossCorrelatedAttention(keras.layers.Layer):
     def build(self, query_shape, key_shape=None):
         query_shape, key_shape = self._check_shapes(query_shape, query_shape if key_shape is None else key_shape)
         _, m, n, c = query_shape
-        positions, k = m * n, key_channels(self, c, self.reduction)
+        positions, k = m * n, c // self.reduction
         alpha_init = _symmetric_pairing if self.alpha_initializer == SYMMETRIC else self.alpha_initializer
         add = lambda name, shape, init: self.add_weight(name=name, shape=shape, initializer=init)
         self.g_kernel = add("g_kernel", (c, k), self.kernel_initializer)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype, check_feature_map
-from tfreid.layers.validation import check_positive_int
+from tfreid.layers.attention_utils import attention_dtype
+from tfreid.layers.validation import check_feature_map, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -46,7 +46,7 @@ class DirectChannelAttention(keras.layers.Layer):
         self.reduction = check_positive_int("reduction", reduction)
 
     def build(self, input_shape):
-        b, _, _, c = check_feature_map(self, input_shape, self.reduction)
+        b, _, _, c = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
         self.fc1 = keras.layers.Dense(c // self.reduction, activation="relu", name="fc1",
                                       dtype=self.dtype_policy)
         self.fc2 = keras.layers.Dense(c, name="fc2", dtype=self.dtype_policy)
@@ -58,7 +58,7 @@ class DirectChannelAttention(keras.layers.Layer):
         """``A^c`` ``[B, 1, 1, C]`` (sums to 1 over the
         channels of each image; float32 under mixed precision)."""
         dt = attention_dtype(self.compute_dtype)
-        _, _, _, c = check_feature_map(self, inputs.shape, self.reduction)
+        _, _, _, c = check_feature_map(self, inputs.shape, reduction=self.reduction, static_spatial=True)
         avg = self.fc2(self.fc1(ops.mean(inputs, axis=(1, 2))))
         mx = self.fc2(self.fc1(ops.max(inputs, axis=(1, 2))))
         return ops.reshape(ops.softmax(ops.cast(avg + mx, dt), axis=-1), (-1, 1, 1, c))
@@ -68,7 +68,7 @@ class DirectChannelAttention(keras.layers.Layer):
         return ops.cast(self.attention_map(inputs) * ops.cast(inputs, dt), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return check_feature_map(self, input_shape, self.reduction)
+        return check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
 
     def get_config(self):
         config = super().get_config()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype, check_feature_map
-from tfreid.layers.validation import check_bool
+from tfreid.layers.attention_utils import attention_dtype
+from tfreid.layers.validation import check_bool, check_feature_map
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -47,7 +47,7 @@ class DirectHyperAttention(keras.layers.Layer):
         """``A^{SC}`` ``[B, H, W, C]`` (sums to 1 over each image;
         float32 under mixed precision)."""
         dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape)
+        _, h, w, c = check_feature_map(self, inputs.shape, static_spatial=True)
         flat = ops.reshape(ops.cast(inputs, dt), (-1, h * w * c))
         return ops.reshape(ops.softmax(flat, axis=-1), (-1, h, w, c))
 
@@ -60,7 +60,7 @@ class DirectHyperAttention(keras.layers.Layer):
         return out
 
     def compute_output_shape(self, input_shape):
-        shape = check_feature_map(self, input_shape)
+        shape = check_feature_map(self, input_shape, static_spatial=True)
         return (shape, (*shape[:3], 1)) if self.return_attention else shape
 
     def get_config(self):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype, check_feature_map
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.attention_utils import attention_dtype
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -49,7 +49,7 @@ class DirectSpatialAttention(keras.layers.Layer):
         self.return_attention = check_bool("return_attention", return_attention)
 
     def build(self, input_shape):
-        b, h, w, _ = check_feature_map(self, input_shape)
+        b, h, w, _ = check_feature_map(self, input_shape, static_spatial=True)
         self.conv = keras.layers.Conv2D(1, self.kernel_size, padding="same", use_bias=False,
                                         name="conv", dtype=self.dtype_policy)
         self.conv.build((b, h, w, 2))
@@ -59,7 +59,7 @@ class DirectSpatialAttention(keras.layers.Layer):
         """``A^s`` ``[B, H, W, 1]`` (sums to 1 over the
         positions of each image; float32 under mixed precision)."""
         dt = attention_dtype(self.compute_dtype)
-        _, h, w, _ = check_feature_map(self, inputs.shape)
+        _, h, w, _ = check_feature_map(self, inputs.shape, static_spatial=True)
         pooled = ops.concatenate([ops.mean(inputs, axis=-1, keepdims=True),
                                   ops.max(inputs, axis=-1, keepdims=True)], axis=-1)
         logits = ops.reshape(ops.cast(self.conv(pooled), dt), (-1, h * w))
@@ -74,7 +74,7 @@ class DirectSpatialAttention(keras.layers.Layer):
         return out
 
     def compute_output_shape(self, input_shape):
-        shape = check_feature_map(self, input_shape)
+        shape = check_feature_map(self, input_shape, static_spatial=True)
         return (shape, (*shape[:3], 1)) if self.return_attention else shape
 
     def get_config(self):

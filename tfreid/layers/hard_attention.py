@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfreid.layers.validation import check_positive_int
+from tfreid.layers.validation import check_feature_map, check_positive_int
 
 
 def stripe_bias(num_regions: int) -> np.ndarray:
@@ -74,17 +74,8 @@ class HardRegionAttention(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(
-                "HardRegionAttention expects a feature map of shape [B, H, W, C] with known C, "
-                f"received shape {input_shape}."
-            )
-        return input_shape
-
     def build(self, input_shape):
-        input_shape = self._check_shape(input_shape)
+        input_shape = check_feature_map(self, input_shape)
         self.pool.build(input_shape)
         self.fc.build((input_shape[0], input_shape[-1]))
         # Stripe layout at init (torchreid HardAttn.init_params); loaded weights overwrite it.
@@ -92,12 +83,12 @@ class HardRegionAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        self._check_shape(inputs.shape)
+        check_feature_map(self, inputs.shape)
         theta = ops.tanh(self.fc(self.pool(inputs)))
         return ops.reshape(theta, (-1, self.num_regions, 2))
 
     def compute_output_shape(self, input_shape):
-        input_shape = self._check_shape(input_shape)
+        input_shape = check_feature_map(self, input_shape)
         return (input_shape[0], self.num_regions, 2)
 
     def get_config(self):

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from tfreid.layers.fused_batch_normalization import FusedBatchNormalization
-from tfreid.layers.validation import check_positive_int
+from tfreid.layers.validation import check_feature_map, check_positive_int
 
 BN_MOMENTUM = 0.9  # PyTorch's 0.1, as the ResNet-50 backbone the module runs beside
 BN_EPSILON = 1e-5
@@ -104,22 +104,8 @@ class MultiScaleSpatialAttention(keras.layers.Layer):
         self.branches = None  # widths depend on C, created in build()
         self.fuse = None
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or None in input_shape[1:]:
-            raise ValueError(
-                "MultiScaleSpatialAttention expects a feature map [B, H, W, C] with static H, W and C, "
-                f"received shape {input_shape}."
-            )
-        if input_shape[-1] // self.reduction < 1:
-            raise ValueError(
-                f"MultiScaleSpatialAttention: channels C={input_shape[-1]} must be >= reduction="
-                f"{self.reduction} so that the branch bottleneck C // reduction has at least one channel."
-            )
-        return input_shape
-
     def build(self, input_shape):
-        input_shape = self._check_shape(input_shape)
+        input_shape = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
         c = input_shape[-1]
         mid = c // self.reduction
         kw = dict(dtype=self.dtype_policy)
@@ -140,7 +126,7 @@ class MultiScaleSpatialAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        self._check_shape(inputs.shape)
+        check_feature_map(self, inputs.shape, reduction=self.reduction, static_spatial=True)
         total = None
         for units in self.branches:
             y = inputs
@@ -150,7 +136,7 @@ class MultiScaleSpatialAttention(keras.layers.Layer):
         return ops.sigmoid(self.fuse(total, training=training))
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = self._check_shape(input_shape)
+        b, h, w, _ = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
         s = self.strides
         return (b, -(-h // s), -(-w // s), self.filters)
 

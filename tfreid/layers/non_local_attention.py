@@ -5,9 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.cross_correlated_attention import (accumulation_dtype, check_feature_map, key_channels,
-                                                      near_identity_initializer)
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.cross_correlated_attention import accumulation_dtype, near_identity_initializer
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 _PAIRWISE = ("dot", "embedded_gaussian")
 _ACTIVATIONS = ("relu", "linear")
@@ -89,8 +88,8 @@ class NonLocalAttention(keras.layers.Layer):
         self.output_initializer = keras.initializers.get(output_initializer)
 
     def build(self, input_shape):
-        c = check_feature_map(self, "inputs", input_shape, static_spatial=False)[-1]
-        k = key_channels(self, c, self.reduction)
+        c = check_feature_map(self, input_shape, reduction=self.reduction, name="inputs")[-1]
+        k = c // self.reduction
         add = lambda name, shape, init: self.add_weight(name=name, shape=shape, initializer=init)
         self.g_kernel = add("g_kernel", (c, k), self.kernel_initializer)
         self.f_kernel = add("f_kernel", (c, k), self.kernel_initializer)
@@ -99,7 +98,7 @@ class NonLocalAttention(keras.layers.Layer):
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        input_shape = check_feature_map(self, "inputs", input_shape, static_spatial=False)
+        input_shape = check_feature_map(self, input_shape, reduction=self.reduction, name="inputs")
         if self.return_attention:
             return input_shape, (*input_shape[:3], 1)
         return input_shape
@@ -109,7 +108,7 @@ class NonLocalAttention(keras.layers.Layer):
         return ops.relu(y) if self.activation == "relu" else y
 
     def call(self, inputs):
-        c = check_feature_map(self, "inputs", inputs.shape, static_spatial=False)[-1]
+        c = check_feature_map(self, inputs.shape, reduction=self.reduction, name="inputs")[-1]
         shape = ops.shape(inputs)
         q = ops.reshape(inputs, (shape[0], -1, c))
         acc = accumulation_dtype(self.compute_dtype)

@@ -7,7 +7,7 @@ from keras import ops
 
 from tfreid.layers.foreground_channel_attention import ForegroundChannelAttention
 from tfreid.layers.multi_scale_spatial_attention import MultiScaleSpatialAttention
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -80,15 +80,8 @@ class OmnibearingAttention(keras.layers.Layer):
             self.fca = ForegroundChannelAttention(reduction, out_channels=None if use_msa else filters,
                                                   name="fca", **kw)
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or None in input_shape[1:]:
-            raise ValueError("OmnibearingAttention expects a feature map [B, H, W, C] with static H, W and C, "
-                             f"received shape {input_shape}.")
-        return input_shape
-
     def build(self, input_shape):
-        input_shape = self._check_shape(input_shape)
+        input_shape = check_feature_map(self, input_shape, static_spatial=True)
         if self.fca is not None:
             self.fca.build(input_shape)
         if self.msa is not None:
@@ -96,7 +89,7 @@ class OmnibearingAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        self._check_shape(inputs.shape)
+        check_feature_map(self, inputs.shape, static_spatial=True)
         if self.msa is None:  # FCA alone: one weight per output channel at every position
             _, h, w, _ = self.compute_output_shape(inputs.shape)
             return self.fca(inputs) * ops.ones((1, h, w, 1), dtype=self.compute_dtype)
@@ -104,7 +97,7 @@ class OmnibearingAttention(keras.layers.Layer):
         return self.msa(x, training=training)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = self._check_shape(input_shape)
+        b, h, w, _ = check_feature_map(self, input_shape, static_spatial=True)
         s = self.strides
         return (b, -(-h // s), -(-w // s), self.filters)
 

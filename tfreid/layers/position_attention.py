@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype, check_feature_map
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.attention_utils import attention_dtype
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -53,7 +53,7 @@ class PositionAttention(keras.layers.Layer):
         self.return_attention = check_bool("return_attention", return_attention)
 
     def build(self, input_shape):
-        b, h, w, c = check_feature_map(self, input_shape, self.reduction)
+        b, h, w, c = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
         kw = dict(use_bias=self.use_bias, dtype=self.dtype_policy)
         self.query = keras.layers.Conv2D(c // self.reduction, 1, name="query", **kw)
         self.key = keras.layers.Conv2D(c // self.reduction, 1, name="key", **kw)
@@ -65,7 +65,7 @@ class PositionAttention(keras.layers.Layer):
 
     def call(self, inputs):
         dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape, self.reduction)
+        _, h, w, c = check_feature_map(self, inputs.shape, reduction=self.reduction, static_spatial=True)
         n = h * w
         q = ops.reshape(ops.cast(self.query(inputs), dt), (-1, n, c // self.reduction))
         k = ops.reshape(ops.cast(self.key(inputs), dt), (-1, n, c // self.reduction))
@@ -80,7 +80,7 @@ class PositionAttention(keras.layers.Layer):
         return out, ops.cast(received, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        shape = check_feature_map(self, input_shape, self.reduction)
+        shape = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
         return (shape, (*shape[:3], 1)) if self.return_attention else shape
 
     def get_config(self):

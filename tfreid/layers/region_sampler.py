@@ -16,6 +16,8 @@ import numbers
 import keras
 from keras import ops
 
+from tfreid.layers.validation import check_feature_map
+
 
 def _check_pair(name, value, kind, high):
     """Returns `value` as a tuple if it is a pair of `kind` numbers in (0, high], else raises."""
@@ -99,11 +101,7 @@ class RegionSampler(keras.layers.Layer):
 
     # ----------------------------------------------------------------------------- shapes
     def _check_shapes(self, features_shape, theta_shape):
-        if len(features_shape) != 4:
-            raise ValueError(
-                "RegionSampler expects features of shape [B, H, W, C], "
-                f"received shape {tuple(features_shape)}."
-            )
+        check_feature_map(self, features_shape, static_channels=False, name="features")
         if len(theta_shape) != 3 or (theta_shape[-1] is not None and theta_shape[-1] != 2):
             raise ValueError(
                 "RegionSampler expects theta of shape [B, T, 2] holding (tx, ty), "
@@ -155,14 +153,11 @@ class RegionSampler(keras.layers.Layer):
     def call(self, inputs):
         features, theta = inputs
         self._check_shapes(tuple(features.shape), tuple(theta.shape))
+        check_feature_map(self, features.shape, static_spatial=True, name="features")
         out_h, out_w = self.output_size
         s_h, s_w = self.scale
         shape = ops.shape(features)
         batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-        if not all(isinstance(d, int) for d in (height, width, channels)):
-            raise ValueError(
-                f"RegionSampler needs static H, W and C, received features shape {tuple(features.shape)}."
-            )
         num_regions = ops.shape(theta)[1]
 
         # Sampling positions need more precision than float16 gives (pixel error ~ W * 5e-4).

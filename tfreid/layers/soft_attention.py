@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 from tfreid.layers.channel_attention import SoftChannelAttention
 from tfreid.layers.conv_bn_relu import ConvBNReLU
@@ -59,17 +59,8 @@ class SoftAttention(keras.layers.Layer):
         self.channel = SoftChannelAttention(reduction=self.reduction, name="channel", **kw)
         self.conv = None  # C filters, created in build()
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or None in input_shape[1:]:
-            raise ValueError(
-                "SoftAttention expects a feature map [B, H, W, C] with static H, W and C, "
-                f"received shape {input_shape}."
-            )
-        return input_shape
-
     def build(self, input_shape):
-        input_shape = self._check_shape(input_shape)
+        input_shape = check_feature_map(self, input_shape, static_spatial=True)
         self.spatial.build(input_shape)
         self.channel.build(input_shape)
         self.conv = ConvBNReLU(
@@ -79,13 +70,13 @@ class SoftAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        self._check_shape(inputs.shape)
+        check_feature_map(self, inputs.shape, static_spatial=True)
         s = self.spatial(inputs, training=training)
         c = self.channel(inputs, training=training)
         return ops.sigmoid(self.conv(s * c, training=training))
 
     def compute_output_shape(self, input_shape):
-        return self._check_shape(input_shape)
+        return check_feature_map(self, input_shape, static_spatial=True)
 
     def get_config(self):
         config = super().get_config()

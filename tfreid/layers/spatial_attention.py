@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from tfreid.layers.conv_bn_relu import ConvBNReLU
+from tfreid.layers.validation import check_feature_map
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -54,23 +55,14 @@ class SoftSpatialAttention(keras.layers.Layer):
         self.conv1 = ConvBNReLU(1, 3, strides=2, use_bias=use_bias, name="conv1", dtype=self.dtype_policy)
         self.conv2 = ConvBNReLU(1, 1, use_bias=use_bias, name="conv2", dtype=self.dtype_policy)
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or input_shape[1] is None or input_shape[2] is None:
-            raise ValueError(
-                "SoftSpatialAttention expects a feature map [B, H, W, C] with static H and W, "
-                f"received shape {input_shape}."
-            )
-        return input_shape
-
     def build(self, input_shape):
-        b, h, w, _ = self._check_shape(input_shape)
+        b, h, w, _ = check_feature_map(self, input_shape, static_spatial=True, static_channels=False)
         self.conv1.build((b, h, w, 1))
         self.conv2.build((b, h, w, 1))
         self.built = True
 
     def call(self, inputs, training=None):
-        _, h, w, _ = self._check_shape(inputs.shape)
+        _, h, w, _ = check_feature_map(self, inputs.shape, static_spatial=True, static_channels=False)
         s = ops.mean(inputs, axis=-1, keepdims=True)
         s = self.conv1(s, training=training)
         # Resize in float32 and cast back: TF's bilinear resize returns float32 for half
@@ -81,7 +73,7 @@ class SoftSpatialAttention(keras.layers.Layer):
         return self.conv2(s, training=training)
 
     def compute_output_shape(self, input_shape):
-        b, h, w, _ = self._check_shape(input_shape)
+        b, h, w, _ = check_feature_map(self, input_shape, static_spatial=True, static_channels=False)
         return (b, h, w, 1)
 
     def get_config(self):

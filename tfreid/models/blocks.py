@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from tfreid.layers.conv_bn_relu import ConvBNReLU
-from tfreid.layers.validation import check_positive_int
+from tfreid.layers.validation import check_feature_map, check_positive_int
 
 
 class _Inception(keras.layers.Layer):
@@ -42,16 +42,8 @@ class _Inception(keras.layers.Layer):
     def _streams(self, quarter):
         raise NotImplementedError
 
-    def _check_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(
-                f"{type(self).__name__} expects inputs [B, H, W, C] with known C, received shape {input_shape}."
-            )
-        return input_shape
-
     def build(self, input_shape):
-        input_shape = self._check_shape(input_shape)
+        input_shape = check_feature_map(self, input_shape)
         for pool, convs in self.streams:
             shape = pool.compute_output_shape(input_shape) if pool is not None else input_shape
             for conv in convs:
@@ -69,7 +61,7 @@ class _Inception(keras.layers.Layer):
         return ops.concatenate(outputs, axis=-1)
 
     def compute_output_shape(self, input_shape):
-        shape = self._check_shape(input_shape)
+        shape = check_feature_map(self, input_shape)
         pool, convs = self.streams[0]
         for conv in convs:
             shape = conv.compute_output_shape(shape)

@@ -9,7 +9,7 @@ from keras import ops
 
 from tfreid.layers.cross_correlated_attention import CrossCorrelatedAttention
 from tfreid.layers.symmetric_self_attention import SymmetricSelfAttention
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 from tfreid.models.backbones.bn_inception import (bn_inception_stage, bn_inception_stem,
                                                   check_branch3_kernel, check_weights_path,
                                                   check_width_multiplier)
@@ -52,9 +52,7 @@ class HorizontalStripe(keras.layers.Layer):
         self.index = int(index)
 
     def _check_shape(self, shape):
-        shape = tuple(shape)
-        if len(shape) != 4 or shape[1] is None or shape[2] is None:
-            raise ValueError(f"HorizontalStripe expects [B, H, W, C] with static H, W, received shape {shape}.")
+        shape = check_feature_map(self, shape, static_spatial=True, static_channels=False)
         if shape[1] % self.num_parts:
             raise ValueError(
                 f"HorizontalStripe: map height {shape[1]} is not divisible by num_parts={self.num_parts} "
