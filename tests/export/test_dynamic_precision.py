@@ -1,12 +1,12 @@
-"""Dynamic-range export keeps the first weight tensors float32 until the embedding is close
-(tfreid/export/dynamic_precision.py)."""
+"""Dynamic-range export keeps the embedding head's and the first layers' weights float32 until
+the embedding is close (tfreid/export/dynamic_precision.py)."""
 
 import keras
 import numpy as np
 import pytest
 
-from tfreid.export.dynamic_precision import _embed, _min_cosine, _quantized_weights, _restore, \
-    keep_early_weights_float
+from tfreid.export.dynamic_precision import MIN_GAIN, _cosines, _embed, _quantized_weights, \
+    _restore, keep_weights_float
 from tfreid.export.tflite import convert_tflite, frozen_function
 from tfreid.export.tflite_rewrite import read_model
 
@@ -18,39 +18,62 @@ def converted():
     keras.utils.set_random_seed(3)
     inputs = keras.Input((*SIZE, 3))
     x = inputs
-    for width in (32, 48, 64, 64):  # big enough kernels (>= 1024 weights) to be quantised
-        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    for i, width in enumerate((32, 48, 64, 64)):  # big enough kernels (>= 1024 weights) to be quantised
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    embed = keras.Model(inputs, keras.layers.Dense(64)(x))
+    embed = keras.Model(inputs, keras.layers.Dense(64, name="fc")(x))
     frozen = frozen_function(embed, SIZE)
     images = np.random.default_rng(0).uniform(0, 255, (8, *SIZE, 3)).astype(np.float32)
     return (convert_tflite(embed, SIZE, "none", frozen=frozen),
             convert_tflite(embed, SIZE, "dynamic", frozen=frozen), images)
 
 
-def test_weights_are_restored_in_execution_order(converted):
+def _min_cosine(a, b):
+    return float(_cosines(a, b).min())
+
+
+def _mean_error(a, b):
+    return float(np.mean(1.0 - _cosines(a, b)))
+
+
+def _names(data, indices):
+    graph = read_model(data).subgraphs[0]
+    return [graph.tensors[i].name.decode() for i in indices]
+
+
+def test_head_weights_first_then_execution_order(converted):
     float32, dynamic, images = converted
-    order = _quantized_weights(read_model(dynamic))
-    assert len(order) == 4  # the 3 convs after the first (3x3x3x32 = 864 < 1024 stays float) + dense
-    restored = read_model(_restore(dynamic, float32, 2))
-    graph = restored.subgraphs[0]
-    assert [graph.tensors[i].type for i in order] == [0, 0, 9, 9]  # FLOAT32, FLOAT32, INT8, INT8
-    everything = _restore(dynamic, float32, len(order))
+    head, rest = _quantized_weights(read_model(dynamic))
+    # the head: the conv whose map the global pool reads, and the FC after the pool; the rest:
+    # conv2, conv3 (conv1's 3x3x3x32 = 864 weights < 1024 stay float)
+    assert [("conv4" in n, "fc" in n) for n in _names(dynamic, head)] == [(True, False), (False, True)]
+    assert ["conv2" in n for n in _names(dynamic, rest)] == [True, False]
+    assert "conv3" in _names(dynamic, rest)[1]
+    graph = read_model(_restore(dynamic, float32, rest[:1])).subgraphs[0]
+    assert [graph.tensors[i].type for i in head + rest] == [9, 9, 0, 9]  # INT8 .. FLOAT32 ..
+    everything = _restore(dynamic, float32, head + rest)
     np.testing.assert_allclose(_embed(everything, images), _embed(float32, images), rtol=1e-5, atol=1e-5)
 
 
-def test_smallest_power_of_two_prefix_that_reaches_the_bound(converted):
+def test_search_stops_at_the_target_or_when_more_float_weights_no_longer_help(converted):
     float32, dynamic, images = converted
     reference = _embed(float32, images)
+    head, rest = _quantized_weights(read_model(dynamic))
     plain = _min_cosine(_embed(dynamic, images), reference)
     assert plain < 0.99999  # int8 weights do change the embedding
-    same, count = keep_early_weights_float(dynamic, float32, images, min_cosine=plain - 1e-6)
-    assert count == 0 and same == dynamic
-    model, count = keep_early_weights_float(dynamic, float32, images, min_cosine=1.0 - 1e-7)
+    same, count = keep_weights_float(dynamic, float32, images, min_cosine=plain - 1e-6)
+    assert count == 0 and same == dynamic  # already close enough: every weight stays int8
+    # an unreachable target with no gain asked for restores everything
+    model, count = keep_weights_float(dynamic, float32, images, min_cosine=1.1, min_gain=-1.0)
     assert count == 4
-    target = _min_cosine(_embed(_restore(dynamic, float32, 2), images), reference)
-    assert target > plain  # restoring the first 2 tensors helps: the search stops at 1 or 2
-    model, count = keep_early_weights_float(dynamic, float32, images, min_cosine=target)
-    assert count in (1, 2) and _min_cosine(_embed(model, images), reference) >= target
-    if count == 2:
-        assert _min_cosine(_embed(_restore(dynamic, float32, 1), images), reference) < target
+    np.testing.assert_allclose(_embed(model, images), reference, rtol=1e-5, atol=1e-5)
+    # ... and stops at once when no step gains enough
+    same, count = keep_weights_float(dynamic, float32, images, min_cosine=1.1, min_gain=1.0)
+    assert count == 0 and same == dynamic
+    # the head is tried first: a target it reaches restores exactly the head
+    head_only = _embed(_restore(dynamic, float32, head), images)
+    with_head = _min_cosine(head_only, reference)
+    assert with_head > plain
+    assert _mean_error(head_only, reference) < (1 - MIN_GAIN) * _mean_error(_embed(dynamic, images), reference)
+    model, count = keep_weights_float(dynamic, float32, images, min_cosine=with_head)
+    assert count == len(head) and _min_cosine(_embed(model, images), reference) >= with_head

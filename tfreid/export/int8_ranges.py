@@ -26,15 +26,18 @@ bounds are unaffected (measured: see README, deployment).
 
 2. Float32 islands: `matmul_weight_slice`, the few ops computing the region sampler's sampling
 weights from the hard attention's translations (8 bits cannot hold sub-pixel coordinates over an
-80-row map; see the function), and `XNNPACK_FLOAT_ONLY`, cheap ops XNNPACK has no int8 kernel
-for. Every convolution, matmul, max pool, embedding head and feature tensor is int8.
+80-row map; see the function); `softmax_attention_slice`, the energy matmul, softmax and
+weighted-sum matmul of self-attention (ADFL's Type I modules: 8 bits cannot hold the energies a
+softmax exponentiates); and `XNNPACK_FLOAT_ONLY`, cheap ops XNNPACK has no int8 kernel for. Every
+convolution, max pool, embedding head and feature tensor is int8.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEGENERATE_RATIO", "XNNPACK_FLOAT_ONLY", "matmul_weight_slice", "quantize_int8",
+__all__ = ["DEGENERATE_RATIO", "XNNPACK_FLOAT_ONLY", "embedding_head_ops", "embedding_head_slice",
+           "matmul_weight_slice", "quantize_int8", "softmax_attention_slice",
            "widen_degenerate_ranges", "xnnpack_float_only"]
 
 # A range narrower than this fraction of its reference width is degenerate: XNNPACK's tightest
@@ -96,10 +99,9 @@ def widen_degenerate_ranges(calibrated: bytes) -> tuple[bytes, list[dict]]:
         `(model_bytes, changes)`: the patched flatbuffer and one dict per widened tensor
         (`tensor`, `op`, `old` range, `new` range).
     """
-    from tfreid.export.tflite_rewrite import op_names, read_model, write_model
+    from tfreid.export.tflite_rewrite import read_model, write_model
 
     model = read_model(calibrated)
-    names = op_names()
     changes = []
     for graph in model.subgraphs:
         tensors = graph.tensors
@@ -111,9 +113,8 @@ def widen_degenerate_ranges(calibrated: bytes) -> tuple[bytes, list[dict]]:
             # the quantiser always makes the range contain zero; its width is what sets the scale
             return min(float(q.min[0]), 0.0), max(float(q.max[0]), 0.0)
 
-        for op in graph.operators:  # execution order: inputs are final before their consumers
-            code = model.operatorCodes[op.opcodeIndex]
-            name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        # execution order: inputs are final before their consumers
+        for op, name in zip(graph.operators, _op_kinds(model, graph)):
             inputs = []
             for index in op.inputs:
                 if index < 0:
@@ -148,6 +149,16 @@ def widen_degenerate_ranges(calibrated: bytes) -> tuple[bytes, list[dict]]:
 # (int8 HA-CNN at batch 1: 15 -> 8 ms, fastest of 15 calls, shared CPU).
 XNNPACK_FLOAT_ONLY = {"AVERAGE_POOL_2D", "RSQRT", "MINIMUM", "ABS"}
 
+def _op_kinds(model, graph) -> list[str]:
+    """The builtin name of each operator of `graph` ("CUSTOM" for custom ops)."""
+    from tfreid.export.tflite_rewrite import op_names
+
+    names = op_names()
+    return [names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                          model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode), "CUSTOM")
+            for op in graph.operators]
+
+
 # Heavy ops never kept in float by `matmul_weight_slice` (the slice stops at them).
 _HEAVY = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "BATCH_MATMUL"}
 
@@ -168,16 +179,12 @@ def matmul_weight_slice(calibrated: bytes) -> list[str]:
     The slice: walking back from each BATCH_MATMUL's first operand, every op whose outputs are
     used only inside the slice (or as that operand), stopping at convolutions and matmuls.
     """
-    from tfreid.export.tflite_rewrite import op_names, read_model
+    from tfreid.export.tflite_rewrite import read_model
 
     model = read_model(calibrated)
-    names = op_names()
     keep = []
     for graph in model.subgraphs:
-        ops = list(graph.operators)
-        kinds = [names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                               model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode), "CUSTOM")
-                 for op in ops]
+        ops, kinds = list(graph.operators), _op_kinds(model, graph)
         consumers: dict[int, list[tuple[int, int]]] = {}
         for i, op in enumerate(ops):
             for slot, t in enumerate(op.inputs):
@@ -196,21 +203,130 @@ def matmul_weight_slice(calibrated: bytes) -> list[str]:
     return keep
 
 
+# Ops that pool a feature map to one vector per image (in the embedding head).
+_GLOBAL_POOLS = {"MEAN", "REDUCE_MAX", "SUM"}
+
+
+def embedding_head_slice(calibrated: bytes) -> list[str]:
+    """Output tensor names of the embedding head: each global pool, the op whose map it pools,
+    and every op after a global pool (FC, concatenation, BN, L2 normalisation ...).
+
+    Per-tensor int8 gives a tensor one scale for all its channels. A globally max-pooled map and
+    the vectors after it have channels of very different ranges (trained ADFL: the AF branch map
+    reaches 40 in one channel, so its int8 step is 0.16, while many channels vary by a few
+    hundredths across images), and a BNNeck then multiplies each channel by gamma / sigma (up to
+    20x there): the int8 rounding of those channels becomes most of the embedding (trained
+    ADFL: mean cosine 0.951 with Keras; head kept float32: 0.996). The head is a few thousand
+    multiply-adds per image next to the network's millions, so it costs nothing to keep float32.
+    """
+    from tfreid.export.tflite_rewrite import read_model
+
+    model = read_model(calibrated)
+    return [graph.tensors[int(t)].name.decode() for graph in model.subgraphs
+            for i in sorted(embedding_head_ops(model, graph))
+            for t in graph.operators[i].outputs]
+
+
+def _rank(tensor) -> int:
+    return 0 if tensor.shape is None else len(tensor.shape)  # the object API gives scalars None
+
+
+def _is_global_pool(graph, op, kind: str) -> bool:
+    """A reduction of a feature map `[B, H, W, C]` to one vector per image `[B, C]`."""
+    return kind in _GLOBAL_POOLS and _rank(graph.tensors[int(op.inputs[0])]) == 4 \
+        and _rank(graph.tensors[int(op.outputs[0])]) == 2
+
+
+def embedding_head_ops(model, graph) -> set[int]:
+    """Indices of the `embedding_head_slice` ops in `graph` (a `ModelT` subgraph): walking back
+    from the graph outputs through per-image vectors (rank <= 2) down to the global pools, plus
+    the ops whose maps those pools read. (Pools inside the network, e.g. the GAP that predicts
+    HA-CNN's hard-attention boxes, do not reach the output through vectors only.)"""
+    ops, kinds = graph.operators, _op_kinds(model, graph)
+    producer = {int(t): i for i, op in enumerate(ops) for t in op.outputs}
+    head: set[int] = set()
+    todo = [producer[int(t)] for t in graph.outputs if int(t) in producer]
+    while todo:
+        i = todo.pop()
+        if i in head:
+            continue
+        head.add(i)
+        if _is_global_pool(graph, ops[i], kinds[i]):
+            continue  # the op producing the pooled map joins below, its inputs do not
+        todo += [producer[int(t)] for t in ops[i].inputs
+                 if int(t) in producer and _rank(graph.tensors[int(t)]) <= 2]
+    pooled = {producer[int(ops[i].inputs[0])] for i in head
+              if _is_global_pool(graph, ops[i], kinds[i]) and int(ops[i].inputs[0]) in producer}
+    return head | pooled
+
+
+# Ops between a softmax and the matmuls around it that only reshape or rescale (kept float with
+# them so no int8 rounding falls between the energies and the softmax).
+_ATTENTION_GLUE = {"RESHAPE", "TRANSPOSE", "SUB", "MUL", "MAXIMUM", "REDUCE_MAX", "SQUEEZE",
+                   "EXPAND_DIMS"}
+
+
+def softmax_attention_slice(calibrated: bytes) -> list[str]:
+    """Output tensor names of self-attention's energy matmul, softmax and weighted-sum matmul.
+
+    Self-attention (ADFL's Type I modules: ``softmax(Q K^T) V``, the channel Gram matrix
+    ``softmax(X^T X)``) exponentiates dot products of whole feature vectors. Their range is wide
+    (the channel energies of a trained ADFL at stage 3 span thousands) and one int8 step of it is
+    larger than the differences the softmax must resolve, so a fully integer graph attends to
+    the wrong positions / channels (trained ADFL: int8 embedding mean cosine 0.878 with Keras).
+    Kept float32 (inside XNNPACK) are each SOFTMAX, the BATCH_MATMUL producing its input, the
+    BATCH_MATMUL(s) reading its output, and the reshape/rescale ops between them; the
+    projections feeding them (convolutions) and everything after stay int8. HA-CNN's region
+    sampler has no softmax, so this slice is empty for it.
+    """
+    from tfreid.export.tflite_rewrite import read_model
+
+    model = read_model(calibrated)
+    keep = []
+    for graph in model.subgraphs:
+        ops, kinds = graph.operators, _op_kinds(model, graph)
+        producer = {int(t): i for i, op in enumerate(ops) for t in op.outputs}
+        consumers: dict[int, list[int]] = {}
+        for i, op in enumerate(ops):
+            for t in op.inputs:
+                consumers.setdefault(int(t), []).append(i)
+        inside: set[int] = set()
+        for i in (i for i, kind in enumerate(kinds) if kind == "SOFTMAX"):
+            inside.add(i)
+            back = [producer.get(int(t)) for t in ops[i].inputs]
+            while back:  # towards the energy matmul
+                j = back.pop()
+                if j is None or j in inside or kinds[j] not in _ATTENTION_GLUE | {"BATCH_MATMUL"}:
+                    continue
+                inside.add(j)
+                if kinds[j] != "BATCH_MATMUL":
+                    back += [producer.get(int(t)) for t in ops[j].inputs]
+            ahead = [j for t in ops[i].outputs for j in consumers.get(int(t), [])]
+            while ahead:  # towards the weighted sum
+                j = ahead.pop()
+                if j in inside or kinds[j] not in {"RESHAPE", "TRANSPOSE", "BATCH_MATMUL"}:
+                    continue
+                inside.add(j)
+                if kinds[j] != "BATCH_MATMUL":
+                    ahead += [k for t in ops[j].outputs for k in consumers.get(int(t), [])]
+        keep += [graph.tensors[int(t)].name.decode() for i in sorted(inside) for t in ops[i].outputs]
+    return keep
+
+
 def xnnpack_float_only(calibrated: bytes) -> list[str]:
     """Output tensor names of the ops in `XNNPACK_FLOAT_ONLY`."""
-    from tfreid.export.tflite_rewrite import op_names, read_model
+    from tfreid.export.tflite_rewrite import read_model
 
-    model, names = read_model(calibrated), op_names()
+    model = read_model(calibrated)
     return [graph.tensors[int(t)].name.decode() for graph in model.subgraphs
-            for op in graph.operators
-            if names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                             model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode))
-            in XNNPACK_FLOAT_ONLY for t in op.outputs]
+            for op, kind in zip(graph.operators, _op_kinds(model, graph))
+            if kind in XNNPACK_FLOAT_ONLY for t in op.outputs]
 
 
 def quantize_int8(converter) -> tuple[bytes, list[dict], list[str]]:
     """Calibrate with `converter` (int8 settings already set), widen degenerate ranges, quantise
-    everything but the `matmul_weight_slice` (kept float32).
+    everything but the float32 islands (`matmul_weight_slice`, `softmax_attention_slice`,
+    `embedding_head_slice`, `xnnpack_float_only`).
 
     Args:
         converter: a `tf.lite.TFLiteConverter` with `optimizations`, `representative_dataset`
@@ -229,7 +345,8 @@ def quantize_int8(converter) -> tuple[bytes, list[dict], list[str]]:
     converter._experimental_calibrate_only = True
     calibrated = converter.convert()
     patched, changes = widen_degenerate_ranges(calibrated)
-    float_nodes = sorted(set(matmul_weight_slice(patched)) | set(xnnpack_float_only(patched)))
+    float_nodes = sorted(set(matmul_weight_slice(patched)) | set(softmax_attention_slice(patched))
+                         | set(embedding_head_slice(patched)) | set(xnnpack_float_only(patched)))
     quantized = mlir_quantize(patched, disable_per_channel=False, fully_quantize=False,
                               input_data_type=tf.float32, output_data_type=tf.float32,
                               denylisted_nodes=float_nodes or None)

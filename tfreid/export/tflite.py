@@ -10,19 +10,23 @@ ops, so the file runs on the stock LiteRT runtime):
 - `none`: float32 weights and activations.
 - `float16`: float16 weights, dequantised to float32 at load (half the file).
 - `dynamic`: int8 weights, activations quantised on the fly per op (a quarter of the file). With
-  calibration images, the first weight tensors whose rounding the embedding cannot afford stay
-  float32 (`tfreid.export.dynamic_precision`; the sidecar's `rewrites` says how many).
+  calibration images, the weight tensors whose rounding the embedding cannot afford (the
+  embedding head's, then the first layers') stay float32 (`tfreid.export.dynamic_precision`;
+  the sidecar's `rewrites` says how many).
 - `int8`: int8 weights *and* activations, calibrated on a representative set of 100-200
   training images (`representative_images`), builtin int8 kernels (`TFLITE_BUILTINS_INT8`):
-  every convolution, matmul, max pool, embedding head and feature map. Two float32 islands,
-  both measured necessary (`tfreid.export.int8_ranges`): the region sampler's sampling weights
-  (theta -> sub-pixel row/column coordinates -> tent weights, a few thousand values), because one
-  int8 step of those coordinates is 0.3-0.6 pixel (fully integer, the trained HA-CNN's int8
-  embedding has mean cosine 0.96 with Keras; with float coordinates 0.999); and the few cheap
-  ops XNNPACK has no int8 kernel for (average pool, RSQRT, MINIMUM, ABS), so XNNPACK runs the
-  whole graph. **The I/O stays float32** (a QUANTIZE op after the input, DEQUANTIZE before the
-  output) so one client code path serves all four variants and nobody has to know the input
-  scale; the boundary ops cost nothing.
+  every convolution and feature map. Four float32 islands, each measured necessary
+  (`tfreid.export.int8_ranges`): the region sampler's sampling weights (theta -> sub-pixel
+  row/column coordinates -> tent weights, a few thousand values), because one int8 step of those
+  coordinates is 0.3-0.6 pixel (fully integer, the trained HA-CNN's int8 embedding has mean
+  cosine 0.96 with Keras; with float coordinates 0.999); self-attention's energies, softmax and
+  weighted sum (ADFL's Type I modules); the embedding head from the global pools on (one int8
+  scale for channels of very different ranges, then a BNNeck's gamma / sigma: trained ADFL mean
+  cosine 0.951 fully integer, 0.998 with these two islands); and the few cheap ops XNNPACK has
+  no int8 kernel for (average pool, RSQRT, MINIMUM, ABS), so XNNPACK runs the whole graph.
+  **The I/O stays float32** (a QUANTIZE op after the input, DEQUANTIZE before the output) so
+  one client code path serves all four variants and nobody has to know the input scale; the
+  boundary ops cost nothing.
 
 Speed (XNNPACK): LiteRT runs a graph fast only where its XNNPACK delegate takes it over. Three
 rewrites that keep the model (the last adds one int8 rounding), applied to every export where
@@ -62,7 +66,7 @@ import tensorflow as tf
 
 from tfreid.data.pipeline import decode_image
 from tfreid.data.transforms import normalize
-from tfreid.export.dynamic_precision import keep_early_weights_float
+from tfreid.export.dynamic_precision import keep_weights_float
 from tfreid.export.int8_ranges import quantize_int8
 from tfreid.export.tflite_rewrite import static_reshapes, symmetric_matmul_rhs
 
@@ -158,7 +162,7 @@ def _convert(embed: keras.Model, image_size, quantize: str = "none",
         quantize: one of `QUANTIZATIONS`.
         calibration: float32 `[M, H, W, 3]` 0..255 images, required for `int8`
             (see `representative_images`); for `dynamic`, optional: with them, early weights
-            stay float32 where the embedding needs it (`keep_early_weights_float`).
+            stay float32 where the embedding needs it (`keep_weights_float`).
         frozen: `frozen_function(embed, image_size)` if already computed.
         float32: the float32 `.tflite` of the same model if already converted (`dynamic`
             compares with it).
@@ -202,13 +206,13 @@ def _convert(embed: keras.Model, image_size, quantize: str = "none",
     rewrites = {}
     if quantize == "dynamic" and calibration is not None:
         float32 = float32 or _convert(embed, image_size, "none", frozen=fn)[0]
-        data, rewrites["float32_early_weights"] = keep_early_weights_float(
+        data, rewrites["float32_weights"] = keep_weights_float(
             data, float32, _check_calibration(calibration, height, width))
     data, rewrites["static_reshapes"] = static_reshapes(data)
     if quantize == "int8":
         data, requantized = symmetric_matmul_rhs(data)
         rewrites.update(requantized_matmul_rhs=requantized, widened_ranges=widened,
-                        float_sampling_ops=float_nodes)
+                        float32_ops=float_nodes)
     return data, rewrites
 
 
