@@ -208,23 +208,31 @@ _GLOBAL_POOLS = {"MEAN", "REDUCE_MAX", "SUM"}
 
 
 def embedding_head_slice(calibrated: bytes) -> list[str]:
-    """Output tensor names of the embedding head: each global pool, the op whose map it pools,
-    and every op after a global pool (FC, concatenation, BN, L2 normalisation ...).
+    """Output tensor names of the embedding head's unweighted ops: each global pool, the op
+    whose map it pools, and the vector ops after the pools (concatenation, BN, L2 normalisation
+    ...) but the fully connected layers.
 
     Per-tensor int8 gives a tensor one scale for all its channels. A globally max-pooled map and
-    the vectors after it have channels of very different ranges (trained ADFL: the AF branch map
-    reaches 40 in one channel, so its int8 step is 0.16, while many channels vary by a few
-    hundredths across images), and a BNNeck then multiplies each channel by gamma / sigma (up to
-    20x there): the int8 rounding of those channels becomes most of the embedding (trained
-    ADFL: mean cosine 0.951 with Keras; head kept float32: 0.996). The head is a few thousand
-    multiply-adds per image next to the network's millions, so it costs nothing to keep float32.
+    the vectors after it have channels of very different ranges (trained ADFL: the AF branch's
+    last map reaches 40 in one channel, so its int8 step is 0.16, while many channels vary by a
+    few hundredths across images; a concatenation then forces that step on the other branch
+    too), and a BNNeck multiplies each channel by gamma / sigma (up to 20x there): their int8
+    rounding becomes a large part of the embedding (trained ADFL, 200 test images: mean cosine
+    0.951 with Keras fully integer, 0.994 with this slice and `softmax_attention_slice` float32).
+    A fully connected layer of the head stays int8: its output gets its own calibrated scale,
+    and its weights are most of the head's bytes (HA-CNN's two head FCs are a third of its
+    weights; float32, they would add 3 MB to its 3.3 MB int8 file for no measurable gain, and
+    0.003 of mean cosine on ADFL). The rest is a few thousand operations per image.
     """
     from tfreid.export.tflite_rewrite import read_model
 
     model = read_model(calibrated)
-    return [graph.tensors[int(t)].name.decode() for graph in model.subgraphs
-            for i in sorted(embedding_head_ops(model, graph))
-            for t in graph.operators[i].outputs]
+    out = []
+    for graph in model.subgraphs:
+        kinds = _op_kinds(model, graph)
+        out += [graph.tensors[int(t)].name.decode() for i in sorted(embedding_head_ops(model, graph))
+                if kinds[i] != "FULLY_CONNECTED" for t in graph.operators[i].outputs]
+    return out
 
 
 def _rank(tensor) -> int:
@@ -238,7 +246,7 @@ def _is_global_pool(graph, op, kind: str) -> bool:
 
 
 def embedding_head_ops(model, graph) -> set[int]:
-    """Indices of the `embedding_head_slice` ops in `graph` (a `ModelT` subgraph): walking back
+    """Indices of the embedding head's ops in `graph` (a `ModelT` subgraph): walking back
     from the graph outputs through per-image vectors (rank <= 2) down to the global pools, plus
     the ops whose maps those pools read. (Pools inside the network, e.g. the GAP that predicts
     HA-CNN's hard-attention boxes, do not reach the output through vectors only.)"""

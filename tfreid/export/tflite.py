@@ -20,10 +20,10 @@ ops, so the file runs on the stock LiteRT runtime):
   row/column coordinates -> tent weights, a few thousand values), because one int8 step of those
   coordinates is 0.3-0.6 pixel (fully integer, the trained HA-CNN's int8 embedding has mean
   cosine 0.96 with Keras; with float coordinates 0.999); self-attention's energies, softmax and
-  weighted sum (ADFL's Type I modules); the embedding head from the global pools on (one int8
-  scale for channels of very different ranges, then a BNNeck's gamma / sigma: trained ADFL mean
-  cosine 0.951 fully integer, 0.998 with these two islands); and the few cheap ops XNNPACK has
-  no int8 kernel for (average pool, RSQRT, MINIMUM, ABS), so XNNPACK runs the whole graph.
+  weighted sum (ADFL's Type I modules); the embedding head's pools, concatenations and BN (one
+  int8 scale for channels of very different ranges, then a BNNeck's gamma / sigma: trained ADFL
+  mean cosine 0.951 fully integer, 0.994 with these two islands; the head's FC layers stay int8);
+  and the few cheap ops XNNPACK has no int8 kernel for (average pool, RSQRT, MINIMUM, ABS), so XNNPACK runs the whole graph.
   **The I/O stays float32** (a QUANTIZE op after the input, DEQUANTIZE before the output) so
   one client code path serves all four variants and nobody has to know the input scale; the
   boundary ops cost nothing.
