@@ -14,6 +14,7 @@ float16 / dynamic >= 0.999 on every image and mAP within 1 point of Keras; int8 
 
 Usage:
     python tools/deploy_parity.py --run runs/hacnn-trained [--json parity.json] [--markdown t.md]
+    python tools/deploy_parity.py --run runs/ccan-default --formats tflite-dynamic  # one variant
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ BOUNDS = {
     "tflite-dynamic": (0.999, 0.999, 1.0),
     "tflite-int8": (None, 0.98, 2.0),
 }
+QUANTIZE = {"tflite-float32": "none", "tflite-float16": "float16", "tflite-dynamic": "dynamic",
+            "tflite-int8": "int8"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", default=None, help="export root (default: a temporary folder)")
     parser.add_argument("--calibration-images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--formats", nargs="+", choices=list(BOUNDS), default=list(BOUNDS),
+                        help="formats to export and compare (default all)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--markdown", default=None, help="also write the table here")
     return parser.parse_args(argv)
@@ -122,12 +127,13 @@ def main(argv=None) -> int:
 
     out = pathlib.Path(args.output or tempfile.mkdtemp(prefix="tfreid-parity-"))
     start = time.perf_counter()
-    paths = export_run(args.run, ["savedmodel", "tflite", "keras"],
-                       ["none", "float16", "dynamic", "int8"], output=out,
+    kinds = sorted({fmt.split("-")[0] for fmt in args.formats})
+    variants = [QUANTIZE[fmt] for fmt in args.formats if fmt in QUANTIZE] or ["none"]
+    paths = export_run(args.run, kinds, variants, output=out,
                        checkpoint=args.checkpoint, calibration_images=args.calibration_images)
     print(f"exported to {out} in {time.perf_counter() - start:.0f} s", flush=True)
     rows = []
-    for fmt in BOUNDS:
+    for fmt in args.formats:
         extractor = FeatureExtractor(paths[fmt], batch_size=args.batch_size)
         feats = {split: extractor([s.path for s in samples])
                  for split, samples in (("query", query), ("gallery", gallery))}

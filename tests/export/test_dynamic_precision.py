@@ -17,10 +17,13 @@ SIZE = (32, 16)
 def converted():
     keras.utils.set_random_seed(3)
     inputs = keras.Input((*SIZE, 3))
-    x = inputs
-    for i, width in enumerate((32, 48, 64, 64)):  # big enough kernels (>= 1024 weights) to be quantised
-        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    conv = lambda width, name: keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+                                                   name=name)
+    x = conv(48, "conv2")(conv(32, "conv1")(inputs))
+    # two branches reading the same activation: one group (kernels >= 1024 weights are quantised;
+    # conv1's 3x3x3x32 = 864 stay float)
+    x = keras.layers.Concatenate()([conv(32, "branch_a")(x), conv(32, "branch_b")(x)])
+    x = keras.layers.GlobalAveragePooling2D()(conv(64, "conv4")(x))
     embed = keras.Model(inputs, keras.layers.Dense(64, name="fc")(x))
     frozen = frozen_function(embed, SIZE)
     images = np.random.default_rng(0).uniform(0, 255, (8, *SIZE, 3)).astype(np.float32)
@@ -41,35 +44,49 @@ def _names(data, indices):
     return [graph.tensors[i].name.decode() for i in indices]
 
 
-def test_head_weights_first_then_execution_order(converted):
+def _layer(name):
+    return name.split("/")[1].removesuffix("_1")
+
+
+def test_head_weights_then_groups_in_execution_order(converted):
     float32, dynamic, images = converted
-    head, rest = _quantized_weights(read_model(dynamic))
-    # the head: the conv whose map the global pool reads, and the FC after the pool; the rest:
-    # conv2, conv3 (conv1's 3x3x3x32 = 864 weights < 1024 stay float)
-    assert [("conv4" in n, "fc" in n) for n in _names(dynamic, head)] == [(True, False), (False, True)]
-    assert ["conv2" in n for n in _names(dynamic, rest)] == [True, False]
-    assert "conv3" in _names(dynamic, rest)[1]
+    head, groups = _quantized_weights(read_model(dynamic))
+    # the head: the conv whose map the global pool reads, and the FC after the pool; the others
+    # grouped by the activation they read
+    assert [_layer(n) for n in _names(dynamic, head)] == ["conv4", "fc"]
+    assert [sorted(_layer(n) for n in _names(dynamic, g)) for g in groups] == \
+        [["conv2"], ["branch_a", "branch_b"]]
+    rest = [t for g in groups for t in g]
     graph = read_model(_restore(dynamic, float32, rest[:1])).subgraphs[0]
-    assert [graph.tensors[i].type for i in head + rest] == [9, 9, 0, 9]  # INT8 .. FLOAT32 ..
+    assert [graph.tensors[i].type for i in head + rest] == [9, 9, 0, 9, 9]  # INT8 .. FLOAT32 ..
     everything = _restore(dynamic, float32, head + rest)
     np.testing.assert_allclose(_embed(everything, images), _embed(float32, images), rtol=1e-5, atol=1e-5)
 
 
-def test_search_stops_at_the_target_or_when_more_float_weights_no_longer_help(converted):
+def test_search_stops_at_the_target_without_gain_or_at_the_float_share(converted):
     float32, dynamic, images = converted
     reference = _embed(float32, images)
-    head, rest = _quantized_weights(read_model(dynamic))
+    head, groups = _quantized_weights(read_model(dynamic))
     plain = _min_cosine(_embed(dynamic, images), reference)
     assert plain < 0.99999  # int8 weights do change the embedding
     same, count = keep_weights_float(dynamic, float32, images, min_cosine=plain - 1e-6)
     assert count == 0 and same == dynamic  # already close enough: every weight stays int8
-    # an unreachable target with no gain asked for restores everything
-    model, count = keep_weights_float(dynamic, float32, images, min_cosine=1.1, min_gain=-1.0)
-    assert count == 4
+    # an unreachable target with no gain asked for and no share limit restores everything
+    model, count = keep_weights_float(dynamic, float32, images, min_cosine=1.1, min_gain=-1.0,
+                                      max_float_share=1.0)
+    assert count == 5
     np.testing.assert_allclose(_embed(model, images), reference, rtol=1e-5, atol=1e-5)
-    # ... and stops at once when no step gains enough
+    # ... stops at once when no step gains enough
     same, count = keep_weights_float(dynamic, float32, images, min_cosine=1.1, min_gain=1.0)
     assert count == 0 and same == dynamic
+    # ... and restores no more than the share: head 3x3x64x64 + 64x64 = 40,960 of 82,432
+    # quantised weights, conv2 13,824, the branches 2 x 13,824
+    model, count = keep_weights_float(dynamic, float32, images, min_cosine=1.1, min_gain=-1.0,
+                                      max_float_share=0.3)
+    assert count == 1  # conv2 only: the head (49.7%) and conv2 + branches (50.3%) exceed 30%
+    graph = read_model(model).subgraphs[0]
+    assert [_layer(graph.tensors[t].name.decode()) for t in head + groups[0] + groups[1]
+            if graph.tensors[t].type == 0] == ["conv2"]
     # the head is tried first: a target it reaches restores exactly the head
     head_only = _embed(_restore(dynamic, float32, head), images)
     with_head = _min_cosine(head_only, reference)
