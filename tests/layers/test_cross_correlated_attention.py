@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ccan_reference import set_random
 from tfreid.layers import CrossCorrelatedAttention
 
 B, M, N, C, C_KEY = 2, 3, 2, 16, 24
@@ -40,14 +41,6 @@ def np_cca(query, key, wg, wf, wh, walpha, ww):
     return np.stack(zs), np.stack(maps)
 
 
-def random_weights(layer, seed, scale=0.3):
-    """Random values for every kernel (also a non-symmetric W_alpha), returned by name."""
-    rng = np.random.default_rng(seed)
-    values = {w.name: rng.normal(0.0, scale, tuple(w.shape)) for w in layer.weights}
-    layer.set_weights([values[w.name] for w in layer.weights])
-    return values
-
-
 @pytest.fixture
 def inputs():
     rng = np.random.default_rng(0)
@@ -57,11 +50,11 @@ def inputs():
     return query, key
 
 
-def test_matches_numpy_with_random_weights(inputs):
+def test_matches_numpy_with_set_random(inputs):
     query, key = inputs
     layer = CrossCorrelatedAttention(return_attention=True)
     layer(query, key)
-    w = random_weights(layer, 1)
+    w = set_random(layer, 1)
     assert {k: v.shape for k, v in w.items()} == {
         "g_kernel": (C, K), "f_kernel": (C_KEY, K), "h_kernel": (C, K),
         "alpha_kernel": (2 * M * N, M * N), "w_kernel": (K, C)}
@@ -78,7 +71,7 @@ def test_key_matters_and_order_matters(inputs):
     query, key = inputs
     layer = CrossCorrelatedAttention()
     layer(query, key)
-    random_weights(layer, 2)
+    set_random(layer, 2)
     z = np.asarray(layer(query, key))
     other_key = np.asarray(layer(query, key[::-1]))
     assert np.abs(z - other_key).max() > 1e-3
@@ -127,7 +120,7 @@ def test_gradients_match_central_differences():
     key = rng.normal(0.5, 1.0, (1, 2, 2, 8))
     layer = CrossCorrelatedAttention(dtype="float64")
     layer(query, key)
-    random_weights(layer, 4, scale=0.5)
+    set_random(layer, 4, scale=0.5)
     probe = rng.normal(size=(1, 2, 2, 8))  # loss = <z, probe>, per image of a batch
     loss = lambda q, k: tf.reduce_sum(layer(q, k) * probe, axis=(1, 2, 3))
     q_t, k_t = tf.constant(query), tf.constant(key)
@@ -177,7 +170,7 @@ def test_config_round_trip_and_keras_file(inputs, tmp_path):
 
     q_in, k_in = keras.Input((M, N, C)), keras.Input((M, N, C_KEY))
     model = keras.Model([q_in, k_in], layer(q_in, k_in))
-    random_weights(layer, 5)
+    set_random(layer, 5)
     path = tmp_path / "cc.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
