@@ -48,7 +48,10 @@ MIN_COSINE = 0.9999
 # search (the rest of the error is not in the weights). The mean, not the minimum, decides: the
 # minimum over ~128 images rests on one image and barely moves while the error drops elsewhere.
 MIN_GAIN = 0.1
-# At most this fraction of the quantised weights' elements is given back float32 values.
+# At most this fraction of the quantised weights' elements is given back float32 values: beyond
+# it the file is closer to float32 than to dynamic. (Trained CCAN: 0.9999 on the calibration
+# images would take 128 of its 170 groups, 59% of the weights; the 64 groups the share allows,
+# 27%, give minimum cosine 0.99974 on the 1,948 test images.)
 MAX_FLOAT_SHARE = 0.5
 
 
