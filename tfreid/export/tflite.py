@@ -23,7 +23,8 @@ ops, so the file runs on the stock LiteRT runtime):
   weighted sum (ADFL's Type I modules); the embedding head's pools, concatenations and BN (one
   int8 scale for channels of very different ranges, then a BNNeck's gamma / sigma: trained ADFL
   mean cosine 0.951 fully integer, 0.994 with these two islands; the head's FC layers stay int8);
-  and the few cheap ops XNNPACK has no int8 kernel for (average pool, RSQRT, MINIMUM, ABS), so XNNPACK runs the whole graph.
+  and the few cheap ops XNNPACK has no int8 kernel for (average pool, RSQRT, MINIMUM, ABS), so
+  XNNPACK runs the whole graph.
   **The I/O stays float32** (a QUANTIZE op after the input, DEQUANTIZE before the output) so
   one client code path serves all four variants and nobody has to know the input scale; the
   boundary ops cost nothing.
@@ -161,8 +162,9 @@ def _convert(embed: keras.Model, image_size, quantize: str = "none",
         image_size: `(H, W)`.
         quantize: one of `QUANTIZATIONS`.
         calibration: float32 `[M, H, W, 3]` 0..255 images, required for `int8`
-            (see `representative_images`); for `dynamic`, optional: with them, early weights
-            stay float32 where the embedding needs it (`keep_weights_float`).
+            (see `representative_images`); for `dynamic`, optional: with them, the head's and
+            the first layers' weights stay float32 where the embedding needs it
+            (`keep_weights_float`).
         frozen: `frozen_function(embed, image_size)` if already computed.
         float32: the float32 `.tflite` of the same model if already converted (`dynamic`
             compares with it).
