@@ -16,6 +16,7 @@ from tfreid.data.pipeline import build_train_dataset
 from tfreid.data.transforms import AugmentConfig
 from tfreid.engine import evaluator
 from tfreid.engine.freeze import BackboneFreezer
+from tfreid.engine.malloc import keep_tensor_memory
 from tfreid.engine.optim import build_optimizer
 from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, resolve_tf_config,
                                     worker_info)
@@ -34,6 +35,7 @@ def setup_runtime(cfg) -> tf.distribute.Strategy:
     (the Trainer then adds dynamic loss scaling) and ``mixed_bfloat16`` on CPU (no scaling:
     bfloat16 has float32's exponent range).
     """
+    keep_tensor_memory()  # from the first step on, not only once the training iterator exists
     tf_config = resolve_tf_config(cfg.train.worker_hosts, cfg.train.task_index)
     if tf_config is not None:
         # MultiWorkerMirroredStrategy configures collective ops, which must precede all other

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfreid.engine.checkpoint import CheckpointKeeper
+from tfreid.engine.malloc import keep_tensor_memory
 from tfreid.engine.strategy import enable_sync_batchnorm, worker_info
 from tfreid.engine.signals import StopSignals
 from tfreid.engine.summaries import NullLogger, RunningStats, ScalarLogger
@@ -437,7 +438,10 @@ class Trainer:
             options.experimental_distribute.auto_shard_policy = (
                 tf.data.experimental.AutoShardPolicy.DATA)
             dataset = dataset.with_options(options)
-        return iter(self.strategy.experimental_distribute_dataset(dataset))
+        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        # Building it pins glibc's mmap threshold at 128 KiB (TF's Python 3.11 patch): undo.
+        keep_tensor_memory()
+        return iterator
 
     def _check_finite(self, step, losses):
         bad = [name for name, v in zip(self._names, losses) if not math.isfinite(v)]
