@@ -28,6 +28,7 @@ class DataConfig:
     kwargs: dict = dataclasses.field(default_factory=dict)  # passed to build_dataset
     height: int = 160
     width: int = 64
+    sampler: str = "pk"  # pk: P identities x K images | random: shuffled batches of p*k images
     p: int = 8  # identities per batch
     k: int = 4  # images per identity
     batch_size: int | None = None  # optional; must equal p * k when given
@@ -131,6 +132,7 @@ class Config:
                 "set data.p and data.k so that their product is the batch size"
             )
         _check_choice("data.on_bad_image", d.on_bad_image, ("error", "skip"))
+        _check_choice("data.sampler", d.sampler, ("pk", "random"))
         re_start = d.random_erasing_start_epoch
         if isinstance(re_start, bool) or not isinstance(re_start, int) or re_start < 0:
             raise ValueError(f"data.random_erasing_start_epoch must be an integer >= 0, got {re_start!r}")

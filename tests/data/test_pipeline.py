@@ -15,7 +15,7 @@ from tfreid.data.pipeline import (
     decode_image,
     iterate_checked,
 )
-from tfreid.data.sampler import PKSampler
+from tfreid.data.sampler import PKSampler, RandomSampler
 from tfreid.data.transforms import AugmentConfig, augment, augment_batch, normalize
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -220,6 +220,20 @@ def test_train_batches_follow_sampler_and_resume_exactly(pk_samples):
         np.testing.assert_array_equal(a_img, b_img)
         np.testing.assert_array_equal(a_lab, b_lab)
     assert not np.array_equal(full[0][0], full[3][0])  # epochs 0 and 1 start differently
+
+
+def test_random_sampler_batches_are_the_shuffled_images(pk_samples):
+    pids = np.array([s.pid for s in pk_samples])
+    kw = dict(image_size=(12, 6), p=4, k=1, seed=3, augment=None, sampler="random")
+    batches = _take(build_train_dataset(pk_samples, **kw), 6)  # 3 batches per epoch of 15
+    order = [RandomSampler(15, 4, seed=3).epoch_indices(e) for e in range(2)]
+    for b, (images, labels) in enumerate(batches):
+        indices = order[b // 3][b % 3]
+        np.testing.assert_array_equal(labels, pids[indices])
+        expected = [np.asarray(Image.open(pk_samples[i].path), np.float32) for i in indices]
+        np.testing.assert_allclose(images, np_normalize(np.stack(expected)), atol=1e-5)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        build_train_dataset(pk_samples, **{**kw, "sampler": "balanced"})
 
 
 def test_resume_does_not_read_skipped_batches(tmp_path, pk_samples):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfreid.data.sampler import PKSampler
+from tfreid.data.sampler import PKSampler, RandomSampler
 
 
 def _pids(counts):
@@ -117,3 +117,29 @@ def test_bad_arguments(kwargs, match):
 def test_bad_epoch():
     with pytest.raises(ValueError, match="epoch"):
         PKSampler([0, 1], 1, 1).epoch_indices(-1)
+
+
+def test_random_sampler_is_a_seeded_permutation_per_epoch():
+    sampler = RandomSampler(23, batch_size=5, seed=4)
+    assert len(sampler) == 4 and (sampler.p, sampler.k) == (5, 1)
+    epochs = [sampler.epoch_indices(e) for e in range(3)]
+    for batches in epochs:
+        assert batches.shape == (4, 5) and batches.dtype == np.int64
+        assert len(np.unique(batches)) == 20 and batches.min() >= 0 and batches.max() < 23
+    assert not np.array_equal(epochs[0], epochs[1])
+    np.testing.assert_array_equal(RandomSampler(23, 5, seed=4).epoch_indices(1), epochs[1])
+    # Over many epochs every image is used about equally often (no identity balance).
+    counts = np.bincount(np.concatenate([sampler.epoch_indices(e).ravel() for e in range(230)]),
+                         minlength=23)
+    assert counts.sum() == 230 * 20 and counts.min() > 150
+
+
+def test_random_sampler_cycles_a_set_smaller_than_a_batch_and_rejects_bad_args():
+    batches = RandomSampler(3, batch_size=7, seed=0).epoch_indices(0)
+    assert batches.shape == (1, 7) and set(batches.ravel()) == {0, 1, 2}
+    for kwargs in ({"num_samples": 0, "batch_size": 2}, {"num_samples": 4, "batch_size": 0},
+                   {"num_samples": 4, "batch_size": 2, "seed": -1}):
+        with pytest.raises(ValueError):
+            RandomSampler(**kwargs)
+    with pytest.raises(ValueError, match="epoch"):
+        RandomSampler(4, 2).epoch_indices(-1)

@@ -207,6 +207,24 @@ def test_learn_region_false_variant():
     assert not any(l.name.startswith(("local", "ha")) for l in m.layers)
 
 
+def test_weights_start_like_pytorch_defaults(model):
+    """Every conv and FC kernel ~ U(+-1/sqrt(fan_in)) (PyTorch's default); theta's FC is zero."""
+    checked = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            continue
+        kernel = np.asarray(layer.kernel)
+        if layer.name == "fc":  # HardRegionAttention: zero kernel, stripe bias
+            assert not kernel.any()
+            continue
+        bound = 1.0 / math.sqrt(np.prod(kernel.shape[:-1]))
+        assert np.abs(kernel).max() <= bound, layer.path
+        if kernel.size >= 4096:  # uniform: std = bound / sqrt(3), not he_normal's sqrt(6) x that
+            np.testing.assert_allclose(kernel.std(), bound / math.sqrt(3), rtol=0.05, err_msg=layer.path)
+        checked += 1
+    assert checked == 73 + 4  # 73 convolutions, fc_global/fc_local and the two classifiers
+
+
 def test_conv_bias_reproduces_torchreid_count():
     assert count_params(build_model("hacnn", NUM_CLASSES, conv_bias=True)) == hacnn_params(bias=True) == 2_929_112
 

@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfreid.data.datasets.base import Sample
-from tfreid.data.sampler import PKSampler
+from tfreid.data.sampler import PKSampler, RandomSampler
 from tfreid.data.transforms import IMAGENET_MEAN, AugmentConfig, augment_batch, normalize, resize_size
 from tfreid.data.transforms import _check_size
 
@@ -59,6 +59,7 @@ _AUTOTUNE = tf.data.AUTOTUNE
 _BAD_PREFIX = "bad image file <"
 _BAD_RE = re.compile(re.escape(_BAD_PREFIX) + r"(.*?)>: ")
 _POLICIES = ("error", "skip")
+SAMPLERS = ("pk", "random")
 
 
 class BadImageError(ValueError):
@@ -247,11 +248,13 @@ def build_train_dataset(
     deterministic: bool = False,
     report: BadImageReport | None = None,
     random_erasing_start_epoch: int = 0,
+    sampler: str = "pk",
 ) -> tf.data.Dataset:
     """Infinite stream of P x K training batches ``(images, labels)``.
 
     Batch ``b`` (0-based from the start of training) holds the samples of row ``b % len(sampler)``
-    of ``PKSampler(pids, p, k, seed).epoch_indices(b // len(sampler))``, in that order (rows
+    of ``sampler.epoch_indices(b // len(sampler))`` (``PKSampler(pids, p, k, seed)``, or
+    ``RandomSampler(len(pids), p * k, seed)``), in that order (with the P x K sampler, rows
     ``[i*k:(i+1)*k]`` share a label). Its augmentation uses stateless random ops seeded with
     ``(seed, b)``, row ``position`` taking row ``position`` of every random draw, so
     ``start_step=s`` reproduces batches ``s, s+1, ...`` of a fresh stream exactly, without reading
@@ -271,6 +274,8 @@ def build_train_dataset(
         random_erasing_start_epoch: batches of epochs before this one (epoch = batch //
             batches per epoch, 0-based) get no random erasing (CCAN erases from epoch 50 on);
             the other augmentations and their random draws are unchanged. Default 0.
+        sampler: ``"pk"`` (:class:`PKSampler`: P identities x K images) or ``"random"``
+            (:class:`RandomSampler`: shuffled batches of ``p * k`` images, no identity balance).
 
     Returns:
         ``tf.data.Dataset`` of ``(float32 [p*k, H, W, 3] normalised, int32 [p*k])``, with the
@@ -291,7 +296,9 @@ def build_train_dataset(
     load_size = size if augment is None else resize_size(size, augment)
     report = BadImageReport() if report is None else report
     paths, pids = _check_samples(samples, on_bad_image, report)
-    sampler = PKSampler(pids, p, k, seed)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    sampler = PKSampler(pids, p, k, seed) if sampler == "pk" else RandomSampler(len(pids), p * k, seed)
     pk, per_epoch = sampler.p * sampler.k, len(sampler)
     paths_t, labels_t = tf.constant(paths), tf.constant(pids.astype(np.int32))
 

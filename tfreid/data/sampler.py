@@ -1,6 +1,6 @@
-"""P x K identity sampler for metric learning (P identities, K images each, per batch).
+"""Batch samplers: P x K identities (metric learning) or shuffled images (classification).
 
-The sampler is pure NumPy and stateless: ``epoch_indices(epoch)`` is a function of
+Both are pure NumPy and stateless: ``epoch_indices(epoch)`` is a function of
 ``(seed, epoch)`` only, so a run resumed at step ``s`` regenerates exactly the batches it would
 have seen (the tf.data pipeline relies on this, see ``tfreid.data.pipeline``).
 
@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PKSampler"]
+__all__ = ["PKSampler", "RandomSampler"]
 
 
 def _positive_int(name: str, value) -> int:
@@ -148,3 +148,48 @@ class PKSampler:
         counts = self._counts[slots][:, None]
         positions = self._starts[slots][:, None] + offsets % counts
         return shuffled[positions].reshape(self._len, self.p * self.k).astype(np.int64)
+
+
+class RandomSampler:
+    """Shuffled batches of ``p * k`` images, no identity balance (torchreid's ``RandomSampler``).
+
+    Every epoch is a seeded permutation of all samples cut into ``len(self)`` batches (the
+    remainder is dropped, as PyTorch's ``drop_last``); identities appear as often as they have
+    images. HA-CNN's paper recipe trains on such batches of 32. The interface is
+    :class:`PKSampler`'s, with ``p`` = batch size and ``k = 1`` (no identity groups).
+
+    Args:
+        num_samples: number of training images (>= 1).
+        batch_size: images per batch (>= 1).
+        seed: non-negative integer seed.
+
+    Example:
+        >>> sampler = RandomSampler(10, batch_size=4, seed=0)
+        >>> sampler.epoch_indices(0).shape
+        (2, 4)
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0):
+        self.num_samples = _positive_int("num_samples", num_samples)
+        self.p, self.k = _positive_int("batch_size", batch_size), 1
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self._len = max(1, self.num_samples // self.p)
+
+    def __len__(self) -> int:
+        """Batches per epoch: ``num_samples // batch_size`` (at least 1)."""
+        return self._len
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """Sample indices of every batch of ``epoch`` (pure function of ``(seed, epoch)``).
+
+        Returns:
+            int64 array ``[len(self), batch_size]``; a set smaller than one batch is repeated.
+        """
+        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        order = rng.permutation(self.num_samples)
+        order = np.resize(order, max(self.num_samples, self.p))  # tiny sets: cycle the order
+        return order[: self._len * self.p].reshape(self._len, self.p).astype(np.int64)

@@ -135,7 +135,8 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
             dataset.train, image_size=image_size, p=cfg.data.p, k=cfg.data.k,
             seed=cfg.train.seed, augment=augment_config(cfg), start_step=start,
             on_bad_image=cfg.data.on_bad_image, deterministic=cfg.train.deterministic,
-            random_erasing_start_epoch=cfg.data.random_erasing_start_epoch)
+            random_erasing_start_epoch=cfg.data.random_erasing_start_epoch,
+            sampler=cfg.data.sampler)
 
     result = trainer.fit(dataset_fn)
     summary = {"steps": result.steps, "epoch": round(result.epochs, 3),

@@ -8,6 +8,11 @@ from keras import ops
 from tfreid.layers.validation import check_feature_map, check_positive_int
 from tfreid.ops.batch_norm import fused_bn_applies, fused_bn_train
 
+# PyTorch's default for Conv2d and Linear weights (kaiming_uniform with a=sqrt(5)):
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)). A config, not an instance: each layer draws its own values.
+PYTORCH_INIT = {"class_name": "VarianceScaling",
+                "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"}}
+
 
 @keras.saving.register_keras_serializable(package="tfreid")
 class ConvBNReLU(keras.layers.Layer):
@@ -16,8 +21,10 @@ class ConvBNReLU(keras.layers.Layer):
     HA-CNN (and torchreid's ``ConvBlock``) applies BN and ReLU after every convolution, including
     the tiny ones inside the attention modules. The convolution has no bias by default: a bias
     right before BN is cancelled by the mean subtraction, so it only adds parameters
-    (``use_bias=True`` reproduces torchreid's parameter count exactly). BN defaults mirror PyTorch
-    (``momentum=0.9`` in Keras terms, ``epsilon=1e-5``) so that ported recipes behave alike.
+    (``use_bias=True`` reproduces torchreid's parameter count exactly). BN defaults (``momentum=0.9``
+    in Keras terms, ``epsilon=1e-5``) and the kernel initialiser mirror PyTorch, so that ported
+    recipes behave alike: followed by BN, the kernel's scale sets how far an Adam step moves it
+    relative to its size, and Keras' ``he_normal`` starts 2.4x larger than PyTorch's default.
     Sublayers are named ``"conv"`` and ``"bn"``.
 
     Args:
@@ -27,8 +34,8 @@ class ConvBNReLU(keras.layers.Layer):
         use_bias: whether the convolution has a bias. Default False.
         bn_momentum: BatchNormalization moving-average momentum. Default 0.9.
         bn_epsilon: BatchNormalization epsilon. Default 1e-5.
-        kernel_initializer: initializer of the convolution kernel. Default ``"he_normal"``
-            (suited to ReLU).
+        kernel_initializer: initializer of the convolution kernel. Default `PYTORCH_INIT`
+            (PyTorch's ``Conv2d`` default, uniform in ``+-1/sqrt(fan_in)``).
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -57,7 +64,7 @@ class ConvBNReLU(keras.layers.Layer):
         use_bias: bool = False,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
-        kernel_initializer="he_normal",
+        kernel_initializer=PYTORCH_INIT,
         **kwargs,
     ):
         super().__init__(**kwargs)

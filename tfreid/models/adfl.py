@@ -221,8 +221,9 @@ def build_adfl(
     if af_stage is not None:
         source = attended[af_stage]
         stride = max(1, round(source.shape[1] / x.shape[1]))  # AF2: stage 2 is 2x stage 4's size
-        a = ConvBNReLU(af_dim, 3, strides=stride, name=f"af{af_stage}_conv1")(source)
-        a = ConvBNReLU(af_dim, 1, name=f"af{af_stage}_conv2")(a)
+        a = ConvBNReLU(af_dim, 3, strides=stride, kernel_initializer="he_normal",
+                       name=f"af{af_stage}_conv1")(source)
+        a = ConvBNReLU(af_dim, 1, kernel_initializer="he_normal", name=f"af{af_stage}_conv2")(a)
         a = keras.layers.GlobalMaxPooling2D(name=f"af{af_stage}_pool", dtype="float32")(a)
         fuse = (keras.layers.Concatenate(name="af_fusion", dtype="float32") if af_fusion == "cat"
                 else keras.layers.Add(name="af_fusion", dtype="float32"))

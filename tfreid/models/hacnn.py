@@ -7,7 +7,7 @@ import numbers
 
 import keras
 
-from tfreid.layers.conv_bn_relu import ConvBNReLU
+from tfreid.layers.conv_bn_relu import PYTORCH_INIT, ConvBNReLU
 from tfreid.layers.harmonious_attention import HarmoniousAttention
 from tfreid.layers.region_sampler import RegionSampler
 from tfreid.layers.soft_attention import SoftAttention
@@ -32,9 +32,14 @@ def _check_int_tuple(name, value, length=None):
 def _head(x, feature_dim, prefix):
     """Dense -> BN -> ReLU feature layer; BN/ReLU in float32 so features are float32 under
     mixed precision (the heads are tiny, the cost is nil)."""
-    x = keras.layers.Dense(feature_dim, name=f"fc_{prefix}")(x)
+    x = keras.layers.Dense(feature_dim, kernel_initializer=PYTORCH_INIT, name=f"fc_{prefix}")(x)
     x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"fc_{prefix}_bn", dtype="float32")(x)
     return keras.layers.ReLU(name=f"fc_{prefix}_relu", dtype="float32")(x)
+
+
+def _classifier(num_classes, prefix):
+    return keras.layers.Dense(num_classes, kernel_initializer=PYTORCH_INIT,
+                              name=f"classifier_{prefix}", dtype="float32")
 
 
 @register_model("hacnn", small={"widths": [32, 64, 96], "feature_dim": 64})
@@ -166,7 +171,7 @@ def build_hacnn(
 
     f_global = _head(keras.layers.GlobalAveragePooling2D(name="global_pool")(x), feature_dim, "global")
     outputs["features/global"] = f_global
-    outputs["logits/global"] = keras.layers.Dense(num_classes, name="classifier_global", dtype="float32")(f_global)
+    outputs["logits/global"] = _classifier(num_classes, "global")(f_global)
     embedding = [keras.layers.UnitNormalization(name="l2_global", dtype="float32")(f_global)]
     if learn_region:
         pooled = keras.layers.GlobalAveragePooling2D(name="local_pool")(local)
@@ -174,7 +179,7 @@ def build_hacnn(
         pooled = keras.layers.Flatten(name="local_concat")(pooled)
         f_local = _head(pooled, feature_dim, "local")
         outputs["features/local"] = f_local
-        outputs["logits/local"] = keras.layers.Dense(num_classes, name="classifier_local", dtype="float32")(f_local)
+        outputs["logits/local"] = _classifier(num_classes, "local")(f_local)
         embedding.append(keras.layers.UnitNormalization(name="l2_local", dtype="float32")(f_local))
         outputs["embedding"] = keras.layers.Concatenate(name="embedding", dtype="float32")(embedding)
     else:
