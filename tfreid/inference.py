@@ -5,9 +5,9 @@ image bytes, or pixel arrays, and get `[N, D]` float32 NumPy embeddings — the 
 whichever format was loaded (up to that format's quantisation).
 
 Preprocessing is identical for every backend, so the formats are comparable: files/bytes are
-decoded with `tfreid.data.pipeline.decode_image` (JPEG/PNG/BMP/GIF -> RGB) and every image not
-already at the model size is resized bilinearly (no antialias) to `H x W` — exactly what the
-SavedModel `serve_bytes` signature and the training pipeline do. Pixel arrays are RGB in 0..255
+decoded and every image not already at the model size is resized to `H x W` with
+`tfreid.preprocessing` — what the SavedModel `serve_bytes` signature and the training pipeline
+use. Pixel arrays are RGB in 0..255
 (uint8 or float); normalisation happens inside each exported model.
 
 Example:
@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfreid.data.pipeline import decode_image
+from tfreid.preprocessing import decode_resize, resize_image
 
 __all__ = ["FeatureExtractor", "xnnpack_delegation"]
 
@@ -176,7 +176,9 @@ class FeatureExtractor:
             if lo < 0 or hi > 255 or not np.isfinite(hi):
                 raise ValueError(f"inputs[{index}]: pixel values must lie in 0..255, got range "
                                  f"[{lo}, {hi}]")
-            return _resize(image.astype(np.float32), self.image_size)
+            if image.shape[:2] == self.image_size:
+                return image.astype(np.float32)
+            return resize_image(image.astype(np.float32), self.image_size).numpy()
         try:
             return _decode_resize(tf.constant(data), tf.constant(self.image_size)).numpy()
         except tf.errors.OpError:
@@ -241,16 +243,9 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return (y.astype(np.float32) - zero) * scale
 
 
-@tf.function(input_signature=[tf.TensorSpec((), tf.string), tf.TensorSpec((2,), tf.int32)])
-def _decode_resize(data, size):
-    return tf.image.resize(tf.cast(decode_image(data), tf.float32), size, method="bilinear",
-                           antialias=False)
-
-
-def _resize(image: np.ndarray, size) -> np.ndarray:
-    if image.shape[:2] == tuple(size):
-        return image
-    return tf.image.resize(image, size, method="bilinear", antialias=False).numpy()
+# One trace for every image and model size.
+_decode_resize = tf.function(decode_resize, input_signature=[tf.TensorSpec((), tf.string),
+                                                             tf.TensorSpec((2,), tf.int32)])
 
 
 def _as_items(inputs) -> list:

@@ -66,18 +66,15 @@ def test_images(tiny_data) -> list[pathlib.Path]:
 @pytest.fixture(scope="session")
 def pixels(test_images) -> np.ndarray:
     """The test images as float32 [N, 160, 64, 3] 0..255, decoded/resized as the exports do."""
-    import tensorflow as tf
+    from tfreid.preprocessing import load_image
 
-    from tfreid.data.pipeline import decode_image
-
-    return np.stack([tf.image.resize(tf.cast(decode_image(tf.io.read_file(str(p))), tf.float32),
-                                     (160, 64)).numpy() for p in test_images])
+    return np.stack([load_image(p, (160, 64)).numpy() for p in test_images])
 
 
 @pytest.fixture(scope="session")
 def keras_reference(tiny_run, pixels) -> np.ndarray:
     """Embeddings of `pixels` by the run's checkpoint in Keras (the parity reference)."""
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
     from tfreid.engine.run_dir import load_run
     from tfreid.models import embedding_model
 

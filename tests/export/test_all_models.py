@@ -70,18 +70,15 @@ def _make_run(name: str, data_root: pathlib.Path, root: pathlib.Path):
 
 
 def _pixels(paths, size) -> np.ndarray:
-    import tensorflow as tf
+    from tfreid.preprocessing import load_image
 
-    from tfreid.data.pipeline import decode_image
-
-    return np.stack([tf.image.resize(tf.cast(decode_image(tf.io.read_file(str(p))), tf.float32),
-                                     size).numpy() for p in paths])
+    return np.stack([load_image(p, size).numpy() for p in paths])
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_data, test_images, tmp_path_factory):
     """`exported(name)` -> dict(run, paths, size, reference), built once per model."""
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
     from tfreid.export.__main__ import export_run
     from tfreid.models import embedding_model
 

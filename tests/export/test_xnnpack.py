@@ -138,7 +138,7 @@ def test_static_reshapes_are_exact_for_every_batch(sampler_model):
     data = convert_tflite(sampler_model, (20, 8), "none")
     assert "SHAPE" not in tflite_op_names(data) and "PACK" not in tflite_op_names(data)
     x = np.random.default_rng(1).uniform(0, 255, (3, 20, 8, 3)).astype(np.float32)
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
 
     reference = sampler_model(normalize(x)).numpy()
     plain = _plain(sampler_model, (20, 8))
@@ -158,7 +158,7 @@ def test_int8_keeps_only_the_sampling_weights_float(sampler_model):
     """The ops from theta to the tent weights stay float32; convolutions, matmuls and the
     feature maps are int8 — and the sampled regions match Keras far better than fully integer."""
     from tests.export.conftest import cosine
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
     from tfreid.export.tflite_rewrite import op_names, read_model
 
     calibration = np.random.default_rng(2).uniform(0, 255, (16, 20, 8, 3)).astype(np.float32)
@@ -203,7 +203,7 @@ def test_int8_matmul_rhs_is_requantised_to_symmetric(sampler_model):
     # error against Keras within 10 %, per-image cosine with Keras within 0.01 (measured:
     # 0.948/0.984 vs the converter's 0.953/0.984 — this tiny random net is coarse in int8)
     from tests.export.conftest import cosine
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
 
     plain = _run(_interpreter(_plain(sampler_model, (20, 8), calibration), xnnpack=False), x)
     reference = sampler_model(normalize(x)).numpy()

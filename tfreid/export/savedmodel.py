@@ -20,8 +20,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from tfreid.data.pipeline import decode_image
-from tfreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from tfreid.preprocessing import IMAGENET_MEAN, IMAGENET_STD, decode_resize, normalize
 
 
 def next_version(model_dir: str | pathlib.Path) -> int:
@@ -87,10 +86,6 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
         return {"embedding": tf.cast(features, tf.float32)}
 
     def embed_bytes(encoded):
-        def load(contents):
-            image = tf.image.resize(tf.cast(decode_image(contents), tf.float32), (height, width))
-            return tf.ensure_shape(image, (height, width, 3))
-
         # Fail with a message naming the signature and the bad elements (TF Serving returns it
         # as a 400 INVALID_ARGUMENT to that request; the server keeps running).
         head = tf.strings.substr(encoded, 0, 4)
@@ -103,7 +98,7 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
             summarize=16)
         with tf.control_dependencies([check]):
             encoded = tf.identity(encoded)
-        images = tf.map_fn(load, encoded,
+        images = tf.map_fn(lambda contents: decode_resize(contents, (height, width)), encoded,
                            fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
         return embed_pixels(images)
 

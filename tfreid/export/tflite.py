@@ -65,11 +65,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfreid.data.pipeline import decode_image
-from tfreid.data.transforms import normalize
 from tfreid.export.dynamic_precision import keep_weights_float
 from tfreid.export.int8_ranges import quantize_int8
 from tfreid.export.tflite_rewrite import static_reshapes, symmetric_matmul_rhs
+from tfreid.preprocessing import load_image, normalize
 
 __all__ = ["QUANTIZATIONS", "convert_tflite", "export_tflite", "frozen_function",
            "representative_images", "tflite_op_names"]
@@ -104,13 +103,8 @@ def representative_images(samples: Sequence, image_size, count: int = 128,
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(paths), size=min(count, len(paths)), replace=False)
     size = tuple(int(v) for v in image_size)
-
-    def load(path):
-        image = tf.image.resize(tf.cast(decode_image(tf.io.read_file(path)), tf.float32), size)
-        return tf.ensure_shape(image, (*size, 3))
-
     ds = tf.data.Dataset.from_tensor_slices([paths[i] for i in sorted(chosen)])
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(64)
+    ds = ds.map(lambda path: load_image(path, size), num_parallel_calls=tf.data.AUTOTUNE).batch(64)
     return np.concatenate([b.numpy() for b in ds], axis=0)
 
 

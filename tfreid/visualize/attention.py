@@ -292,7 +292,7 @@ def _boxes(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def compute_attention(model, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
     """The attention outputs of ``model`` for ``images`` (float ``[n, H, W, 3]`` in ``[0, 255]``,
     normalised here as the pipeline does); ``{key: array [n, ...]}``."""
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
 
     net = attention_model(model)
     chunks = [net(normalize(images[i:i + batch_size]), training=False)
