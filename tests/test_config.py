@@ -31,7 +31,7 @@ def test_round_trip_through_yaml(tmp_path):
 @pytest.mark.parametrize("override, message", [
     (["data.batch_size=30"], r"is not P\*K"),
     (["optim.name=rmsprop"], "optim.name must be one of"),
-    (["data.p=0"], "data.p must be a positive integer"),
+    (["data.p=0"], "`data.p` must be a positive integer"),
     (["train.replicas=3"], "must divide evenly"),
     (["data.on_bad_image=ignore"], "data.on_bad_image"),
 ])

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from tfreid.checks import check_int, check_worker_hosts
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -121,53 +123,32 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ValueError naming the offending key when the config cannot run."""
-        d = self.data
+        d, t = self.data, self.train
         for key in ("p", "k", "height", "width", "eval_batch_size"):
-            if not isinstance(getattr(d, key), int) or getattr(d, key) < 1:
-                raise ValueError(f"data.{key} must be a positive integer, got {getattr(d, key)!r}")
+            check_int(f"data.{key}", getattr(d, key))
         if d.batch_size is not None and d.batch_size != d.p * d.k:
             raise ValueError(
                 f"data.batch_size={d.batch_size} is not P*K = {d.p}*{d.k} = {d.p * d.k}; "
                 "set data.p and data.k so that their product is the batch size"
             )
         _check_choice("data.on_bad_image", d.on_bad_image, ("error", "skip"))
-        re_start = d.random_erasing_start_epoch
-        if isinstance(re_start, bool) or not isinstance(re_start, int) or re_start < 0:
-            raise ValueError(f"data.random_erasing_start_epoch must be an integer >= 0, got {re_start!r}")
+        check_int("data.random_erasing_start_epoch", d.random_erasing_start_epoch, 0)
         _check_choice("optim.name", self.optim.name, ("adam", "adamw", "sgd"))
         _check_choice("optim.schedule", self.optim.schedule, ("constant", "multistep", "cosine"))
         _check_choice("eval.metric", self.eval.metric, ("euclidean", "sqeuclidean", "cosine"))
         _check_choice("eval.protocol", self.eval.protocol, ("market", "cuhk03"))
         if self.optim.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.optim.lr!r}")
-        if self.train.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.train.epochs!r}")
-        fb = self.train.freeze_backbone_epochs
-        if isinstance(fb, bool) or not isinstance(fb, int) or fb < 0:
-            raise ValueError(f"train.freeze_backbone_epochs must be an integer >= 0, got {fb!r}")
-        if self.train.max_steps is not None and self.train.max_steps < 1:
-            raise ValueError(f"train.max_steps must be >= 1, got {self.train.max_steps!r}")
-        if self.train.replicas is not None and self.train.replicas < 1:
-            raise ValueError(f"train.replicas must be >= 1, got {self.train.replicas!r}")
-        if self.train.replicas and self.batch_size % self.train.replicas:
+        check_int("train.epochs", t.epochs)
+        check_int("train.freeze_backbone_epochs", t.freeze_backbone_epochs, 0)
+        check_int("train.max_steps", t.max_steps, allow_none=True)
+        check_int("train.replicas", t.replicas, allow_none=True)
+        if t.replicas and self.batch_size % t.replicas:
             raise ValueError(
                 f"the global batch P*K = {self.batch_size} must divide evenly over "
-                f"train.replicas={self.train.replicas}"
+                f"train.replicas={t.replicas}"
             )
-        t = self.train
-        if (t.worker_hosts is None) != (t.task_index is None):
-            raise ValueError("train.worker_hosts and train.task_index must be given together, "
-                             f"got worker_hosts={t.worker_hosts!r}, task_index={t.task_index!r}")
-        if t.worker_hosts is not None:
-            hosts = t.worker_hosts
-            if (not isinstance(hosts, list) or not hosts
-                    or not all(isinstance(h, str) and ":" in h for h in hosts)):
-                raise ValueError("train.worker_hosts must be a non-empty list of 'host:port', "
-                                 f"got {hosts!r}")
-            if (isinstance(t.task_index, bool) or not isinstance(t.task_index, int)
-                    or not 0 <= t.task_index < len(hosts)):
-                raise ValueError(f"train.task_index must be an integer in [0, {len(hosts) - 1}] "
-                                 f"(a position in train.worker_hosts), got {t.task_index!r}")
+        check_worker_hosts(t.worker_hosts, t.task_index, "train.worker_hosts", "train.task_index")
         if not self.losses:
             raise ValueError("the config has no loss terms (losses: [...])")
         return self

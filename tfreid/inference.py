@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfreid.checks import check_int
 from tfreid.preprocessing import decode_resize, resize_image
 
 __all__ = ["FeatureExtractor", "xnnpack_delegation"]
@@ -63,8 +64,7 @@ class FeatureExtractor:
         if not path.exists():
             raise FileNotFoundError(f"export {str(path)!r} not found (expected a SavedModel "
                                     "folder, a .tflite file or a .keras file)")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_int("batch_size", batch_size)
         self.path, self.batch_size = path, batch_size
         self.kernels = "tensorflow"  # LiteRT: "xnnpack" or "builtin" (set by _load_tflite)
         self.delegation = None

@@ -47,10 +47,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfreid.checks import check_int, check_int_tuple
 from tfreid.data.datasets.base import Sample
 from tfreid.data.sampler import PKSampler
 from tfreid.data.transforms import AugmentConfig, augment_batch, resize_size
-from tfreid.data.transforms import _check_size
 from tfreid.preprocessing import MEAN_PIXEL, load_image, normalize
 
 __all__ = ["BadImageError", "BadImageReport", "build_eval_dataset", "build_train_dataset",
@@ -241,14 +241,11 @@ def build_train_dataset(
         >>> ds = build_train_dataset(data.train, (160, 64), p=8, k=4, seed=1)
         >>> images, labels = next(iter(ds))
     """
-    size = _check_size(image_size)
-    if not isinstance(start_step, (int, np.integer)) or start_step < 0:
-        raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
+    size = check_int_tuple("image_size", image_size, 2)
+    check_int("start_step", start_step, 0)
     if augment is not None and not isinstance(augment, AugmentConfig):
         raise ValueError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
-    erase_from = random_erasing_start_epoch
-    if isinstance(erase_from, bool) or not isinstance(erase_from, (int, np.integer)) or erase_from < 0:
-        raise ValueError(f"random_erasing_start_epoch must be an integer >= 0, got {erase_from!r}")
+    erase_from = check_int("random_erasing_start_epoch", random_erasing_start_epoch, 0)
     load_size = size if augment is None else resize_size(size, augment)
     report = BadImageReport() if report is None else report
     paths, pids = _check_samples(samples, on_bad_image, report)
@@ -322,9 +319,8 @@ def build_eval_dataset(
     Example:
         >>> feats = [model(x)["embedding"] for x in build_eval_dataset(data.query, (160, 64))]
     """
-    size = _check_size(image_size)
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    size = check_int_tuple("image_size", image_size, 2)
+    check_int("batch_size", batch_size)
     report = BadImageReport() if report is None else report
     paths, _ = _check_samples(samples, on_bad_image, report)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
+from tfreid.checks import check_int_tuple
 from tfreid.preprocessing import MEAN_PIXEL, resize_image
 
 __all__ = [
@@ -83,16 +83,9 @@ class AugmentConfig:
         return cls(flip=False, pad=0)
 
 
-def _check_size(image_size) -> tuple[int, int]:
-    size = tuple(image_size) if isinstance(image_size, (tuple, list)) else ()
-    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size):
-        raise ValueError(f"image_size must be (height, width) positive ints, got {image_size!r}")
-    return int(size[0]), int(size[1])
-
-
 def resize_size(image_size, config: AugmentConfig) -> tuple[int, int]:
     """The size decoded images are resized to before :func:`augment` (``crop_from`` or model)."""
-    size = _check_size(image_size)
+    size = check_int_tuple("image_size", image_size, 2)
     if config.crop_from is None:
         return size
     if config.crop_from[0] < size[0] or config.crop_from[1] < size[1]:
@@ -219,7 +212,7 @@ def augment_batch(images: tf.Tensor, image_size, config: AugmentConfig, seed=Non
         Zhong et al., "Random Erasing Data Augmentation", AAAI 2020 (random erasing);
         CCAN paper (resize 288x144 then random-crop 256x128).
     """
-    size = _check_size(image_size)
+    size = check_int_tuple("image_size", image_size, 2)
     if not isinstance(config, AugmentConfig):
         raise ValueError(f"config must be an AugmentConfig, got {type(config).__name__}")
     if seed is None:

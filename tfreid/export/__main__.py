@@ -48,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _resolve(args) -> tuple[list[str], list[str]]:
+    from tfreid.checks import check_int
     from tfreid.export.tflite import QUANTIZATIONS
 
     if args.format not in FORMATS:
@@ -60,8 +61,7 @@ def _resolve(args) -> tuple[list[str], list[str]]:
     if args.quantize and "tflite" not in formats:
         raise ValueError(f"--quantize applies to TFLite only; got --format {args.format}")
     quantize = list(QUANTIZATIONS) if "all" in quantize else list(dict.fromkeys(quantize))
-    if args.version is not None and args.version < 1:
-        raise ValueError(f"--version must be a positive integer, got {args.version}")
+    check_int("--version", args.version, allow_none=True)
     if {"int8", "dynamic"} & set(quantize) and "tflite" in formats \
             and not 1 <= args.calibration_images <= 10000:
         raise ValueError(f"--calibration-images must be in 1..10000, got {args.calibration_images}")

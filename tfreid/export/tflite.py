@@ -65,6 +65,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfreid.checks import check_int
 from tfreid.export.dynamic_precision import keep_weights_float
 from tfreid.export.int8_ranges import quantize_int8
 from tfreid.export.tflite_rewrite import static_reshapes, symmetric_matmul_rhs
@@ -95,8 +96,7 @@ def representative_images(samples: Sequence, image_size, count: int = 128,
     Returns:
         float32 `[count, H, W, 3]` RGB in 0..255, resized exactly as the serving graphs resize.
     """
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be a positive integer, got {count!r}")
+    check_int("count", count)
     paths = [str(getattr(s, "path", s)) for s in samples]
     if not paths:
         raise ValueError("samples is empty: no training images to calibrate int8 on")

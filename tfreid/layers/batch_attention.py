@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
+from tfreid.checks import math_dtype
 from tfreid.layers.validation import check_feature_map
 
 
@@ -50,7 +50,7 @@ class BatchAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         _, h, w, c = check_feature_map(self, inputs.shape, static_spatial=True)
         f = ops.reshape(ops.cast(inputs, dt), (-1, h * w * c))
         attention = ops.softmax(ops.matmul(f, ops.transpose(f)), axis=-1)  # [j, i]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
+from tfreid.checks import math_dtype
 from tfreid.layers.validation import check_feature_map, check_positive_int
 
 
@@ -57,14 +57,14 @@ class DirectChannelAttention(keras.layers.Layer):
     def attention_map(self, inputs):
         """``A^c`` ``[B, 1, 1, C]`` (sums to 1 over the
         channels of each image; float32 under mixed precision)."""
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         _, _, _, c = check_feature_map(self, inputs.shape, reduction=self.reduction, static_spatial=True)
         avg = self.fc2(self.fc1(ops.mean(inputs, axis=(1, 2))))
         mx = self.fc2(self.fc1(ops.max(inputs, axis=(1, 2))))
         return ops.reshape(ops.softmax(ops.cast(avg + mx, dt), axis=-1), (-1, 1, 1, c))
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         return ops.cast(self.attention_map(inputs) * ops.cast(inputs, dt), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

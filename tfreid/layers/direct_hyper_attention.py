@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
+from tfreid.checks import math_dtype
 from tfreid.layers.validation import check_bool, check_feature_map
 
 
@@ -46,13 +46,13 @@ class DirectHyperAttention(keras.layers.Layer):
     def attention_map(self, inputs):
         """``A^{SC}`` ``[B, H, W, C]`` (sums to 1 over each image;
         float32 under mixed precision)."""
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         _, h, w, c = check_feature_map(self, inputs.shape, static_spatial=True)
         flat = ops.reshape(ops.cast(inputs, dt), (-1, h * w * c))
         return ops.reshape(ops.softmax(flat, axis=-1), (-1, h, w, c))
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         attention = self.attention_map(inputs)
         out = ops.cast(attention * ops.cast(inputs, dt), self.compute_dtype)
         if self.return_attention:

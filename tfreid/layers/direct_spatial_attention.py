@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
+from tfreid.checks import math_dtype
 from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 
@@ -58,7 +58,7 @@ class DirectSpatialAttention(keras.layers.Layer):
     def attention_map(self, inputs):
         """``A^s`` ``[B, H, W, 1]`` (sums to 1 over the
         positions of each image; float32 under mixed precision)."""
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         _, h, w, _ = check_feature_map(self, inputs.shape, static_spatial=True)
         pooled = ops.concatenate([ops.mean(inputs, axis=-1, keepdims=True),
                                   ops.max(inputs, axis=-1, keepdims=True)], axis=-1)
@@ -66,7 +66,7 @@ class DirectSpatialAttention(keras.layers.Layer):
         return ops.reshape(ops.softmax(logits, axis=-1), (-1, h, w, 1))
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         attention = self.attention_map(inputs)
         out = ops.cast(attention * ops.cast(inputs, dt), self.compute_dtype)
         if self.return_attention:

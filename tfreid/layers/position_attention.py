@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
+from tfreid.checks import math_dtype
 from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 
@@ -64,7 +64,7 @@ class PositionAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         _, h, w, c = check_feature_map(self, inputs.shape, reduction=self.reduction, static_spatial=True)
         n = h * w
         q = ops.reshape(ops.cast(self.query(inputs), dt), (-1, n, c // self.reduction))

@@ -6,6 +6,7 @@ import numbers
 
 import keras
 
+from tfreid.checks import check_input_shape
 from tfreid.layers.attention_alignment import AttentionAlignment
 from tfreid.layers.omnibearing_attention import OmnibearingAttention
 from tfreid.layers.validation import check_bool, check_positive_int
@@ -175,12 +176,7 @@ def build_aanet(
         raise ValueError(f"`ofa_mode` must be one of {', '.join(OFA_MODES)}, received ofa_mode={ofa_mode!r}.")
     if last_stride not in (1, 2) or isinstance(last_stride, bool):
         raise ValueError(f"`last_stride` must be 1 or 2, received last_stride={last_stride!r}.")
-    try:
-        ok = len(input_shape) == 3 and all(isinstance(v, numbers.Integral) and v > 0 for v in input_shape)
-    except TypeError:
-        ok = False
-    if not ok or input_shape[-1] != 3:
-        raise ValueError(f"`input_shape` must be (H, W, 3) with positive integers, received input_shape={input_shape!r}.")
+    input_shape = check_input_shape(input_shape)
     # ResNet-50 maps: /4 after the stem, /2 in stages 2 and 3, /last_stride in stage 4 (ceil)
     h = -(-int(input_shape[0]) // (16 * last_stride))
     if num_parts > h:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 
+from tfreid.checks import check_input_shape
 from tfreid.layers.attention_arrangement import AttentionArrangement
 from tfreid.layers.batch_attention import BatchAttention
 from tfreid.layers.channel_self_attention import ChannelSelfAttention
@@ -62,18 +61,6 @@ def _check_stages(value):
         raise ValueError("`attention_stages` must be distinct stages among 2, 3, 4 (attn2/attn3/"
                          f"attn4), received attention_stages={value!r}.")
     return tuple(sorted(int(s) for s in stages))
-
-
-def _check_input_shape(input_shape):
-    try:
-        ok = len(input_shape) == 3 and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in input_shape)
-    except TypeError:
-        ok = False
-    if not ok or input_shape[-1] != 3:
-        raise ValueError(f"`input_shape` must be (H, W, 3) with positive integers, received "
-                         f"input_shape={input_shape!r}.")
-    return tuple(int(v) for v in input_shape)
 
 
 def _bnneck(x, num_classes, suffix):
@@ -175,7 +162,7 @@ def build_adfl(
     """
     num_classes = check_positive_int("num_classes", num_classes)
     check_bool("zero_init_residual", zero_init_residual)
-    input_shape = _check_input_shape(input_shape)
+    input_shape = check_input_shape(input_shape)
     stages = _check_stages(attention_stages) if attention is not None else ()
     if attention is not None and attention not in ATTENTION_MODULES:
         raise ValueError(f"`attention` must be one of {', '.join(ATTENTION_MODULES)} or None, "

@@ -6,6 +6,8 @@ from typing import Callable
 
 import keras
 
+from tfreid.checks import check_int
+
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {}
 _SMALL: dict[str, dict] = {}
 
@@ -52,8 +54,7 @@ def build_model(name: str, num_classes: int, **overrides) -> keras.Model:
         raise ValueError(
             f"Unknown model {name!r}; available models: {', '.join(sorted(_BUILDERS))}"
         )
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
+    check_int("num_classes", num_classes)
     return _BUILDERS[name](num_classes, **overrides)
 
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 import keras
 
+from tfreid.checks import check_int
 from tfreid.layers.fused_batch_normalization import FusedBatchNormalization
 
 # blocks per stage and whether the stage's first block strides (stage 1 follows the max pool)
@@ -30,9 +31,7 @@ AfterBlock = Callable[[str, keras.KerasTensor, keras.KerasTensor], keras.KerasTe
 
 
 def _check_width(base_width):
-    if not isinstance(base_width, int) or isinstance(base_width, bool) or base_width < 1:
-        raise ValueError(f"base_width must be a positive integer (64 = ResNet-50), "
-                         f"received base_width={base_width!r}")
+    check_int("base_width", base_width)  # 64 = ResNet-50
 
 
 def _conv_bn(x, filters, kernel, stride, name, padding="valid"):
