@@ -17,8 +17,6 @@ import re
 
 import keras
 
-from tfreid.checks import check_int
-
 # keras.applications.ResNet50 layer names (tfreid.models.backbones.resnet50), optionally with a
 # per-branch prefix such as "part3_": stem conv1_*, pool1_*, and the conv2..conv5 residual blocks.
 RESNET50_PATTERN = r"^(?:\w+_)?(?:conv1_(?:pad|conv|bn|relu)|pool1_(?:pad|pool)|conv[2-5]_block\d+_\w+)$"
@@ -60,7 +58,9 @@ class BackboneFreezer:
     """
 
     def __init__(self, epochs: int, pattern: str = RESNET50_PATTERN):
-        check_int("epochs", epochs, 0)  # train.freeze_backbone_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"`epochs` (train.freeze_backbone_epochs) must be an integer >= 0, "
+                             f"received {epochs!r}.")
         self.epochs = epochs
         self.pattern = pattern
         self._layers = None
