@@ -78,7 +78,7 @@ def test_savedmodel_matches_keras_in_a_fresh_process(tiny_run, tiny_data):
     np.testing.assert_allclose(np.linalg.norm(a[:, 512:], axis=1), 1.0, atol=1e-4)
 
     from tfreid.preprocessing import normalize
-    from tfreid.engine.run_dir import load_run
+    from tfreid.runs import load_run
     from tfreid.models import embedding_model
 
     _, model, _ = load_run(tiny_run / "run")
@@ -88,7 +88,7 @@ def test_savedmodel_matches_keras_in_a_fresh_process(tiny_run, tiny_data):
 
 
 def test_export_never_overwrites(tiny_run, tmp_path):
-    from tfreid.engine.run_dir import load_run
+    from tfreid.runs import load_run
     from tfreid.export.savedmodel import export_savedmodel
     from tfreid.models import embedding_model
 

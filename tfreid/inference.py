@@ -1,4 +1,5 @@
-"""`FeatureExtractor`: embed images with any tfreid export (SavedModel, `.tflite`, `.keras`).
+"""Embedding images: `FeatureExtractor` with any tfreid export (SavedModel, `.tflite`, `.keras`),
+`extract_features` with a Keras model over a dataset split.
 
 For applications (trackers, search services): load once, then call with image paths, encoded
 image bytes, or pixel arrays, and get `[N, D]` float32 NumPy embeddings — the same numbers
@@ -29,7 +30,7 @@ import tensorflow as tf
 from tfreid.checks import check_int
 from tfreid.preprocessing import decode_resize, resize_image
 
-__all__ = ["FeatureExtractor", "xnnpack_delegation"]
+__all__ = ["FeatureExtractor", "extract_features", "xnnpack_delegation"]
 
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
@@ -184,6 +185,45 @@ class FeatureExtractor:
         except tf.errors.OpError:
             raise ValueError(f"inputs[{index}]: {where} is not a decodable JPEG/PNG/BMP/GIF image "
                              f"(first bytes {data[:8]!r})") from None
+
+
+def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bool = False,
+                     on_bad_image: str = "error", report=None) -> np.ndarray:
+    """Embed `samples` in order with an images -> embedding model, batched.
+
+    Args:
+        embed: a Keras model mapping normalised images `[B, H, W, 3]` to `[B, D]`.
+        samples: list of `Sample`.
+        image_size: `(H, W)` model input size.
+        batch_size: images per forward pass (bounds memory).
+        flip: average the embeddings of each image and its horizontal mirror (test-time
+            augmentation); the average is taken on the embeddings as the model outputs them.
+        on_bad_image: `"error"` or `"skip"` as in the pipeline (a skipped image keeps its row,
+            embedded from a placeholder; its path is recorded in `report`).
+        report: the `tfreid.data.pipeline.BadImageReport` to fill.
+
+    Returns:
+        float32 array `[len(samples), D]`.
+    """
+    from tfreid.data.pipeline import build_eval_dataset
+
+    height, width = (int(v) for v in image_size)
+
+    # One trace for every batch size (the last batch is usually partial).
+    @tf.function(input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)])
+    def forward(images):
+        features = tf.cast(embed(images, training=False), tf.float32)
+        if flip:
+            mirrored = tf.cast(embed(tf.reverse(images, axis=[2]), training=False), tf.float32)
+            features = (features + mirrored) / 2.0
+        return features
+
+    dataset = build_eval_dataset(samples, image_size=tuple(image_size), batch_size=batch_size,
+                                 on_bad_image=on_bad_image, report=report)
+    chunks = [forward(images).numpy() for images in dataset]
+    if not chunks:
+        raise ValueError("no images to embed (empty split)")
+    return np.concatenate(chunks, axis=0)
 
 
 def _probe(interpreter) -> None:

@@ -14,7 +14,7 @@ from tfreid import config as config_lib
 from tfreid import train
 from tfreid.engine.strategy import (create_strategy, resolve_tf_config, tf_config_from_hosts,
                                     worker_info)
-from tfreid.engine.summaries import read_scalars
+from tfreid.runs import read_scalars
 
 import multiworker_helpers as MW
 

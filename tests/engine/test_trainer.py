@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tfreid.engine.strategy import create_strategy
-from tfreid.engine.summaries import read_scalars
+from tfreid.runs import read_scalars
 from tfreid.engine.trainer import LossTerm, Trainer, TrainResult
 
 import trainer_helpers as H

@@ -316,7 +316,7 @@ def write_attention(run_dir, images=None, output_dir=None, *, num_images: int = 
     Returns:
         The PNGs written: ``attention_<image>.png`` per image, then ``attention_grid.png``.
     """
-    from tfreid.engine.run_dir import load_run
+    from tfreid.runs import load_run
 
     cfg, model, _ = load_run(run_dir, checkpoint)
     paths = _image_paths(images) if images else _dataset_images(cfg, num_images)

@@ -167,9 +167,9 @@ def compute_ranked_lists(run_dir, *, dataset: str | None = None, data_root: str 
     from tfreid import metrics
     from tfreid.data import build_dataset
     from tfreid.data.pipeline import BadImageReport
-    from tfreid.engine.evaluator import extract_features
-    from tfreid.engine.run_dir import load_run
+    from tfreid.inference import extract_features
     from tfreid.models import embedding_model
+    from tfreid.runs import load_run
 
     cfg, model, _ = load_run(run_dir, checkpoint)
     name = dataset or cfg.data.dataset
