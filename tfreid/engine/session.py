@@ -58,15 +58,20 @@ def _seed_and_policy(cfg) -> None:
 
 
 def build_loss_terms(cfg, num_classes: int | None = None) -> list[LossTerm]:
-    """Loss terms of `cfg`; a center loss without `num_classes` in its kwargs gets `num_classes`
-    (the dataset's training identities), so one recipe works on every dataset."""
-    def kwargs(t):
-        if t.type == "center_loss" and num_classes is not None:
-            return {"num_classes": num_classes, **t.kwargs}
-        return t.kwargs
-
-    return [LossTerm(name=t.name, output_key=t.output, fn=build_loss(t.type, **kwargs(t)),
+    """Loss terms of `cfg`; a loss that needs `num_classes` and whose kwargs leave it out gets
+    the dataset's training identities, so one recipe works on every dataset."""
+    return [LossTerm(name=t.name, output_key=t.output,
+                     fn=build_loss(t.type, dataset_num_classes=num_classes, **t.kwargs),
                      weight=t.weight) for t in cfg.losses]
+
+
+def check_loss_outputs(cfg, model) -> None:
+    """Every loss term of `cfg` reads an output `model` has (ValueError naming the term)."""
+    outputs = model.output if isinstance(model.output, dict) else {}
+    for t in cfg.losses:
+        if t.output not in outputs:
+            raise ValueError(f"loss term {t.name!r}: output {t.output!r} is not an output of "
+                             f"model {cfg.model.name!r}; its outputs: {', '.join(sorted(outputs))}")
 
 
 def augment_config(cfg) -> AugmentConfig:
@@ -100,8 +105,10 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         overrides = dict(cfg.model.kwargs)
         if cfg.model.backbone_weights:
             overrides["backbone_weights"] = cfg.model.backbone_weights
-        return build_model(cfg.model.name, dataset.num_train_pids,
-                           input_shape=(*image_size, 3), **overrides)
+        model = build_model(cfg.model.name, dataset.num_train_pids,
+                            input_shape=(*image_size, 3), **overrides)
+        check_loss_outputs(cfg, model)  # before any evaluation or training step
+        return model
 
     with strategy.scope():  # stateful losses (center loss) create mirrored variables
         loss_terms = build_loss_terms(cfg, dataset.num_train_pids)

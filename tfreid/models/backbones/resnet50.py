@@ -140,6 +140,27 @@ def build_resnet50(input_shape=(256, 128, 3), last_stride: int = 2, base_width: 
     return model
 
 
+def resnet50_model(inputs, outputs, name: str, zero_init_residual: bool = False,
+                   backbone_weights: str | None = None, prefixes=("",)) -> keras.Model:
+    """The functional model of a ResNet-50-based network, initialised as its builder asks.
+
+    Args:
+        inputs, outputs, name: as for `keras.Model`.
+        zero_init_residual: start every residual block as the identity (`zero_init_residuals`).
+        backbone_weights: optional local ImageNet ``.h5`` file loaded by layer name afterwards
+            (it overwrites the zero initialisation).
+        prefixes: layer-name prefixes of the backbone copies (`load_backbone_weights`).
+    """
+    model = keras.Model(inputs, outputs, name=name)
+    if zero_init_residual:
+        zero_init_residuals(model)
+    if backbone_weights:
+        from tfreid.models.backbones.weights import load_backbone_weights
+
+        load_backbone_weights(model, backbone_weights, prefixes=prefixes)
+    return model
+
+
 def zero_init_residuals(model: keras.Model) -> int:
     """Start every bottleneck of `model` as the identity: the BN closing its residual branch gets
     gamma = 0 (Goyal et al. 2017, "Accurate, Large Minibatch SGD", Sec. 5.1).
