@@ -1,5 +1,5 @@
 """`python -m tfreid.train` end to end on a tiny synthetic set: run directory, metrics, export,
-re-evaluation and resume — the contracts of DESIGN.md §3."""
+re-evaluation and resume — the run-directory and export contracts."""
 
 import json
 import pathlib

@@ -2,7 +2,7 @@
 
 On a machine without GPUs, ``configure_cpu_replicas(n)`` splits the CPU into ``n`` logical
 devices so the multi-replica code path (per-replica batches, cross-replica gradient and
-BatchNorm reductions) runs — and is tested — everywhere (DESIGN §4).
+BatchNorm reductions) runs — and is tested — everywhere.
 
 Example:
     >>> from tfreid.engine.strategy import configure_cpu_replicas, create_strategy
@@ -140,7 +140,7 @@ def enable_sync_batchnorm(model: keras.Model) -> int:
     """Switches every Keras ``BatchNormalization`` layer of ``model`` to synchronized statistics.
 
     With synchronized BN the batch mean/variance are all-reduced over the replicas, so a global
-    batch split over N replicas normalises exactly like the same batch on one replica (DESIGN §4).
+    batch split over N replicas normalises exactly like the same batch on one replica.
     Nested models/layers are included. Safe to call after the model is built: the flag is read
     when the training step is traced.
 

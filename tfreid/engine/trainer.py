@@ -1,4 +1,4 @@
-"""Model- and data-agnostic distributed training loop (DESIGN §3, §4).
+"""Model- and data-agnostic distributed training loop.
 
 The :class:`Trainer` builds a model and optimizer inside a ``tf.distribute`` strategy, runs one
 traced train step per global batch (``strategy.run``), checkpoints to ``<output_dir>/checkpoints``

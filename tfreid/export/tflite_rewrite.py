@@ -88,12 +88,8 @@ def _drop_unused_opcodes(model) -> None:
 def symmetric_matmul_rhs(data: bytes) -> tuple[bytes, int]:
     """Requantise every int8 BATCH_MATMUL right operand with a non-zero zero point to symmetric.
 
-    Args:
-        data: an int8 `.tflite` flatbuffer.
-
-    Returns:
-        `(model_bytes, count)`: the rewritten flatbuffer and how many QUANTIZE ops were inserted
-        (0: `data` is returned unchanged).
+    Returns `(model_bytes, count)` for an int8 `.tflite` flatbuffer `data`: the flatbuffer with a
+    QUANTIZE op inserted before each such operand and their count (`data` itself when 0).
     """
     model = read_model(data)
     count = 0

@@ -46,7 +46,7 @@ class CrossCorrelatedAttention(keras.layers.Layer):
     - ``y = (1 / MN) A h(q)`` (Eq. 2: ``y_i = 1/MN sum_j A_ij phi(h(q_j))``);
     - ``z = phi(y W_w) + q`` with ``W_w`` of shape ``[K, C]`` (Eq. 3), reshaped to ``[M, N, C]``.
 
-    Decisions the paper leaves open (DESIGN.md §5): no biases anywhere (the equations have none);
+    Decisions the paper leaves open: no biases anywhere (the equations have none);
     ``W_f`` maps the key's own channel count ``C'`` to ``K`` (``C' = C`` in CCAN);
     ``W_alpha`` starts as ``[I; I] / 2`` (``alpha_initializer="symmetric"``) so that at
     initialisation ``A = (A' + A'^T) / 2`` is exactly the symmetric cross-correlation of Remark 1

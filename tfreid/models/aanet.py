@@ -10,7 +10,8 @@ from tfreid.checks import check_input_shape
 from tfreid.layers.attention_alignment import AttentionAlignment
 from tfreid.layers.omnibearing_attention import OmnibearingAttention
 from tfreid.layers.validation import check_bool, check_positive_int
-from tfreid.models.backbones.resnet50 import STAGE_BLOCKS, resnet50_stage, resnet50_stem, zero_init_residuals
+from tfreid.models.backbones.resnet50 import (STAGE_BLOCKS, resnet50_model, resnet50_stage,
+                                                 resnet50_stem)
 from tfreid.models.blocks import ChannelMean
 from tfreid.models.registry import register_model
 
@@ -104,7 +105,7 @@ def build_aanet(
 ) -> keras.Model:
     """Builds AANet: ResNet-50 with OFA attention, part classifiers and attention alignment.
 
-    Graph (Fig. 2, 3, 5; decisions in DESIGN.md §5):
+    Graph (Fig. 2, 3, 5):
 
     - ResNet-50 (`tfreid.models.backbones.resnet50`, Keras layer names ``conv1_conv`` ..
       ``conv5_block3_out``), stage 4 with stride ``last_stride`` (1: 24x12 maps at 384x192).
@@ -215,11 +216,4 @@ def build_aanet(
         outputs["logits/global"] = keras.layers.Dense(num_classes, name="classifier_global",
                                                       dtype="float32")(outputs["features/global"])
     outputs["embedding"] = keras.layers.Concatenate(name="embedding", dtype="float32")(parts)
-    model = keras.Model(inputs, outputs, name=name)
-    if zero_init_residual:
-        zero_init_residuals(model)
-    if backbone_weights:
-        from tfreid.models.backbones.weights import load_backbone_weights
-
-        load_backbone_weights(model, backbone_weights)
-    return model
+    return resnet50_model(inputs, outputs, name, zero_init_residual, backbone_weights)

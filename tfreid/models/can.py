@@ -119,8 +119,7 @@ def build_can(
 
     Example:
 
-    >>> model = build_can(751)
-    >>> out = model(keras.ops.zeros((2, 384, 128, 3)))
+    >>> out = build_can(751)(keras.ops.zeros((2, 384, 128, 3)))
     >>> out["embedding"].shape, out["logits/part7_6"].shape
     ((2, 4096), (2, 751))
 

@@ -40,7 +40,7 @@ def build_hacnn(
 ) -> keras.Model:
     """Builds HA-CNN: a global Inception branch with Harmonious Attention and a local branch.
 
-    Graph (``L = len(widths)`` levels, defaults from DESIGN.md §5):
+    Graph (``L = len(widths)`` levels):
 
     - ``stem``: 3x3/s2 conv-BN-ReLU, 32 filters, shared by both branches.
     - Global level ``l``: ``global{l}_inception_a`` (stride 1) -> ``global{l}_inception_b``
