@@ -1,3 +1,5 @@
+import pathlib
+
 import pytest
 
 from tfreid import config as config_lib
@@ -8,7 +10,33 @@ def test_defaults_resolve_to_hacnn_recipe():
     assert cfg.model.name == "hacnn"
     assert (cfg.data.height, cfg.data.width) == (160, 64)
     assert [t.output for t in cfg.losses] == ["logits/global", "logits/local"]
-    assert cfg.batch_size == cfg.data.p * cfg.data.k
+    assert (cfg.data.p, cfg.data.k, cfg.batch_size) == (16, 4, 64)
+    assert config_lib.resolve("hacnn", None, {}, ["data.p=3", "data.k=5"]).batch_size == 15
+
+
+def test_default_recipes_are_the_packaged_yaml_files():
+    """Each model's defaults are its YAML file in tfreid/recipes (shipped as package data), over
+    the schema's defaults; a model without a recipe has no loss terms and is rejected."""
+    import configparser
+
+    from tfreid.models import available_models
+
+    for name in available_models():
+        path = config_lib.recipe_path(name)
+        assert path == config_lib.RECIPES_DIR / f"{name}.yaml", name
+        recipe = config_lib.load_yaml(path)
+        resolved = config_lib.resolve(name, None, {}, []).to_dict()
+        assert resolved["model"]["name"] == name
+        for section, values in recipe.items():
+            if isinstance(values, dict):
+                assert {k: resolved[section][k] for k in values} == values, (name, section)
+        assert [t["output"] for t in resolved["losses"]] == [t["output"] for t in recipe["losses"]]
+    assert config_lib.recipe_path("nope") is None
+    with pytest.raises(ValueError, match="no loss terms"):
+        config_lib.resolve("nope", None, {}, [])
+    setup = configparser.ConfigParser()
+    setup.read(pathlib.Path(__file__).parents[1] / "setup.cfg")
+    assert "recipes/*.yaml" in setup["options.package_data"]["tfreid"]
 
 
 def test_resolution_order_yaml_then_flags_then_set(tmp_path):
@@ -31,7 +59,7 @@ def test_round_trip_through_yaml(tmp_path):
 @pytest.mark.parametrize("override, message", [
     (["data.batch_size=30"], r"is not P\*K"),
     (["optim.name=rmsprop"], "optim.name must be one of"),
-    (["data.p=0"], "data.p must be a positive integer"),
+    (["data.p=0"], "`data.p` must be a positive integer"),
     (["train.replicas=3"], "must divide evenly"),
     (["data.on_bad_image=ignore"], "data.on_bad_image"),
 ])

@@ -1,5 +1,5 @@
 """`python -m tfreid.train` end to end on a tiny synthetic set: run directory, metrics, export,
-re-evaluation and resume — the contracts of DESIGN.md §3."""
+re-evaluation and resume — the run-directory and export contracts."""
 
 import json
 import pathlib
@@ -61,10 +61,10 @@ def test_savedmodel_matches_keras_in_a_fresh_process(tiny_run, tiny_data):
     image = sorted((tiny_data / "query").glob("*.jpg"))[0]
     script = textwrap.dedent(f"""
         import json, numpy as np, tensorflow as tf
-        from tfreid.data.pipeline import decode_image
+        from tfreid.preprocessing import decode_resize
         loaded = tf.saved_model.load({str(export)!r})
         raw = tf.io.read_file({str(image)!r})
-        pixels = tf.image.resize(tf.cast(decode_image(raw), tf.float32), (160, 64))[None]
+        pixels = decode_resize(raw, (160, 64))[None]
         a = loaded.signatures["serving_default"](images=pixels)["embedding"].numpy()
         b = loaded.signatures["serve_bytes"](image_bytes=tf.stack([raw]))["embedding"].numpy()
         print(json.dumps({{"a": a.tolist(), "b": b.tolist(), "pixels": pixels.numpy().tolist()}}))
@@ -77,8 +77,8 @@ def test_savedmodel_matches_keras_in_a_fresh_process(tiny_run, tiny_data):
     np.testing.assert_allclose(np.linalg.norm(a[:, :512], axis=1), 1.0, atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(a[:, 512:], axis=1), 1.0, atol=1e-4)
 
-    from tfreid.data.transforms import normalize
-    from tfreid.engine.run_dir import load_run
+    from tfreid.preprocessing import normalize
+    from tfreid.runs import load_run
     from tfreid.models import embedding_model
 
     _, model, _ = load_run(tiny_run / "run")
@@ -88,7 +88,7 @@ def test_savedmodel_matches_keras_in_a_fresh_process(tiny_run, tiny_data):
 
 
 def test_export_never_overwrites(tiny_run, tmp_path):
-    from tfreid.engine.run_dir import load_run
+    from tfreid.runs import load_run
     from tfreid.export.savedmodel import export_savedmodel
     from tfreid.models import embedding_model
 

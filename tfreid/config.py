@@ -2,7 +2,8 @@
 
 One `Config` describes a run completely; `config.yaml` in a run directory is the resolved config,
 so `python -m tfreid.train --config RUN/config.yaml` repeats a run. Resolution order:
-model defaults (`default_config`) < YAML file < command-line flags < `--set` overrides.
+the model's default recipe (`default_config`: `tfreid/recipes/<model>.yaml`) < YAML file <
+command-line flags < `--set` overrides.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import pathlib
 from typing import Any
 
 import yaml
+
+from tfreid.checks import check_int, check_worker_hosts
 
 
 @dataclasses.dataclass
@@ -122,10 +125,9 @@ class Config:
 
     def validate(self) -> "Config":
         """Raise ValueError naming the offending key when the config cannot run."""
-        d = self.data
+        d, t = self.data, self.train
         for key in ("p", "k", "height", "width", "eval_batch_size"):
-            if not isinstance(getattr(d, key), int) or getattr(d, key) < 1:
-                raise ValueError(f"data.{key} must be a positive integer, got {getattr(d, key)!r}")
+            check_int(f"data.{key}", getattr(d, key))
         if d.batch_size is not None and d.batch_size != d.p * d.k:
             raise ValueError(
                 f"data.batch_size={d.batch_size} is not P*K = {d.p}*{d.k} = {d.p * d.k}; "
@@ -133,43 +135,23 @@ class Config:
             )
         _check_choice("data.on_bad_image", d.on_bad_image, ("error", "skip"))
         _check_choice("data.sampler", d.sampler, ("pk", "random"))
-        re_start = d.random_erasing_start_epoch
-        if isinstance(re_start, bool) or not isinstance(re_start, int) or re_start < 0:
-            raise ValueError(f"data.random_erasing_start_epoch must be an integer >= 0, got {re_start!r}")
+        check_int("data.random_erasing_start_epoch", d.random_erasing_start_epoch, 0)
         _check_choice("optim.name", self.optim.name, ("adam", "adamw", "sgd"))
         _check_choice("optim.schedule", self.optim.schedule, ("constant", "multistep", "cosine"))
         _check_choice("eval.metric", self.eval.metric, ("euclidean", "sqeuclidean", "cosine"))
         _check_choice("eval.protocol", self.eval.protocol, ("market", "cuhk03"))
         if self.optim.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.optim.lr!r}")
-        if self.train.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.train.epochs!r}")
-        fb = self.train.freeze_backbone_epochs
-        if isinstance(fb, bool) or not isinstance(fb, int) or fb < 0:
-            raise ValueError(f"train.freeze_backbone_epochs must be an integer >= 0, got {fb!r}")
-        if self.train.max_steps is not None and self.train.max_steps < 1:
-            raise ValueError(f"train.max_steps must be >= 1, got {self.train.max_steps!r}")
-        if self.train.replicas is not None and self.train.replicas < 1:
-            raise ValueError(f"train.replicas must be >= 1, got {self.train.replicas!r}")
-        if self.train.replicas and self.batch_size % self.train.replicas:
+        check_int("train.epochs", t.epochs)
+        check_int("train.freeze_backbone_epochs", t.freeze_backbone_epochs, 0)
+        check_int("train.max_steps", t.max_steps, allow_none=True)
+        check_int("train.replicas", t.replicas, allow_none=True)
+        if t.replicas and self.batch_size % t.replicas:
             raise ValueError(
                 f"the global batch P*K = {self.batch_size} must divide evenly over "
-                f"train.replicas={self.train.replicas}"
+                f"train.replicas={t.replicas}"
             )
-        t = self.train
-        if (t.worker_hosts is None) != (t.task_index is None):
-            raise ValueError("train.worker_hosts and train.task_index must be given together, "
-                             f"got worker_hosts={t.worker_hosts!r}, task_index={t.task_index!r}")
-        if t.worker_hosts is not None:
-            hosts = t.worker_hosts
-            if (not isinstance(hosts, list) or not hosts
-                    or not all(isinstance(h, str) and ":" in h for h in hosts)):
-                raise ValueError("train.worker_hosts must be a non-empty list of 'host:port', "
-                                 f"got {hosts!r}")
-            if (isinstance(t.task_index, bool) or not isinstance(t.task_index, int)
-                    or not 0 <= t.task_index < len(hosts)):
-                raise ValueError(f"train.task_index must be an integer in [0, {len(hosts) - 1}] "
-                                 f"(a position in train.worker_hosts), got {t.task_index!r}")
+        check_worker_hosts(t.worker_hosts, t.task_index, "train.worker_hosts", "train.task_index")
         if not self.losses:
             raise ValueError("the config has no loss terms (losses: [...])")
         return self
@@ -270,123 +252,32 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def _ce(name: str, output: str, smoothing: float = 0.0) -> dict:
-    return {"name": name, "type": "cross_entropy", "output": output, "weight": 1.0,
-            "kwargs": {"label_smoothing": smoothing}}
+# The default recipe of each built-in model: `tfreid/recipes/<model>.yaml` (packaged).
+RECIPES_DIR = pathlib.Path(__file__).parent / "recipes"
+_RECIPES: dict[str, pathlib.Path] = {}
 
 
-# Per-model defaults: the short recipe used on the built-in synthetic dataset. Paper recipes for
-# the real benchmarks live in configs/*.yaml.
-MODEL_DEFAULTS: dict[str, dict] = {
-    # AANet on the synthetic set: the paper's model (6 OFA beside the last 6 blocks, 6 parts, AAM
-    # with T_h = T_w = 0.3) and loss (6 part CE + improved TriHard + ACD, alpha = beta = 1, plus CE
-    # on the holistic classifier whose CAMs AAM aligns), P=10 K=3, flip, cosine retrieval. 96x48
-    # input (6x3 last maps: one row per part) and a short warmed-up Adam schedule so the
-    # from-scratch ResNet-50 (zero-init residuals) learns within the CPU budget. TriHard uses the
-    # cosine distance here: from scratch, Eq. 9's pull term on Euclidean distances shrinks the
-    # features to 0 (measured: |f| 1.2 -> 0.04, CE stuck at ln 200). Paper recipe:
-    # configs/aanet_market1501.yaml.
-    "aanet": {
-        "model": {"name": "aanet"},
-        "data": {"height": 96, "width": 48, "p": 10, "k": 3, "flip": True},
-        "losses": [_ce(f"ce_part{z}", f"logits/part{z}") for z in range(1, 7)]
-                  + [_ce("ce_global", "logits/global"),
-                     {"name": "trihard", "type": "improved_trihard", "output": "features/global",
-                      "weight": 1.0, "kwargs": {"margin": 0.3, "metric": "cosine"}},
-                     {"name": "acd", "type": "attention_cosine_distance", "output": "alignment",
-                      "weight": 1.0}],
-        "optim": {"name": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0.5,
-                  "warmup_start_lr": 1e-4},
-        "train": {"epochs": 3},
-        "eval": {"metric": "cosine"},
-    },
-    # ADFL (AF3-cat-1024-attn3-1sum) on the synthetic set: the paper's model, losses (CE +
-    # batch-hard triplet, margin 0.3, on the backbone and on the fused head), P=8 K=4, flip +
-    # pad + crop, flip test-time augmentation, linear warmup then x0.1 (Eq. 4's shape: epoch 1,
-    # then after epoch 3 of 4). 64x32 input (the synthetic crops' 2:1 aspect; stage-3 maps are
-    # 4x2), residual branches zero-initialised and Adam at 3e-3 so the from-scratch ResNet-50
-    # learns within the CPU budget (at 1e-3 without zero-init, CE was still at ln(#ids) after
-    # an epoch); no backbone freezing (it only protects ImageNet weights). Paper recipe:
-    # configs/adfl_market1501.yaml.
-    "adfl": {
-        "model": {"name": "adfl"},
-        "data": {"height": 64, "width": 32, "p": 8, "k": 4, "flip": True, "pad": 3},
-        "losses": [_ce(f"ce_{h}", f"logits/{h}") for h in ("global", "fused")]
-                  + [{"name": f"triplet_{h}", "type": "batch_hard_triplet", "output": f"features/{h}",
-                      "weight": 1.0, "kwargs": {"margin": 0.3}} for h in ("global", "fused")],
-        "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 5e-4, "schedule": "multistep",
-                  "milestones": [3], "warmup_epochs": 1, "warmup_start_lr": 3e-4},
-        "train": {"epochs": 4, "freeze_backbone_epochs": 0},
-        "eval": {"metric": "cosine", "flip": True},
-    },
-    # The ADFL strong baseline on the synthetic set: ADFL's recipe with the backbone head only.
-    "baseline": {
-        "model": {"name": "baseline"},
-        "data": {"height": 64, "width": 32, "p": 8, "k": 4, "flip": True, "pad": 3},
-        "losses": [_ce("ce_global", "logits/global"),
-                   {"name": "triplet_global", "type": "batch_hard_triplet",
-                    "output": "features/global", "weight": 1.0, "kwargs": {"margin": 0.3}}],
-        "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 5e-4, "schedule": "multistep",
-                  "milestones": [3], "warmup_epochs": 1, "warmup_start_lr": 3e-4},
-        "train": {"epochs": 4, "freeze_backbone_epochs": 0},
-        "eval": {"metric": "cosine", "flip": True},
-    },
-    # CAN on the synthetic set: the paper's model and losses (CE on each of the 16 features,
-    # batch-hard triplet and 5e-4 x center loss on the global and on the local features, summed),
-    # P=8 K=4, cosine retrieval. 112x32 input (112 = the smallest height giving part-7 its 7
-    # stripes: 7x2 stage-4 maps) and 2 epochs of warmed-up cosine Adam at 3e-3 so the from-scratch
-    # ResNet-50 (4 copies of stage 4; residual branches zero-initialised) learns within the CPU
-    # budget. Paper recipe: configs/can_market1501.yaml.
-    "can": {
-        "model": {"name": "can"},
-        "data": {"height": 112, "width": 32, "p": 8, "k": 4, "flip": True},
-        "losses": (
-            [_ce(f"ce_{f}", f"logits/{f}") for f in
-             ["global"] + [f"part{n}_{k}" for n in (3, 5, 7) for k in ["global", *range(1, n)]]]
-            + [{"name": f"tri_{g}", "type": "batch_hard_triplet", "output": f"features/{g}_concat",
-                "weight": 1.0, "kwargs": {"margin": 0.3}} for g in ("global", "local")]
-            + [{"name": f"center_{g}", "type": "center_loss", "output": f"features/{g}_concat",
-                "weight": 5e-4, "kwargs": {"feature_dim": dim, "alpha": 0.5}}
-               for g, dim in (("global", 4 * 256), ("local", 12 * 256))]),
-        "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "warmup_epochs": 0.5,
-                  "warmup_start_lr": 3e-4},
-        "train": {"epochs": 2},
-        "eval": {"metric": "cosine"},
-    },
-    # CCAN on the synthetic set: the paper's losses (CE with label smoothing 0.1 + semi-hard
-    # triplet r=10, margin 1.0, both branches) and Adam betas (0.9, 0.99); 128x64 input (resize
-    # 144x72 + random crop, the paper's 288x144 -> 256x128 ratio) and a short warmed-up cosine
-    # schedule so a from-scratch BN-Inception learns in minutes on a CPU. Paper recipes:
-    # configs/ccan_*.yaml.
-    "ccan": {
-        "model": {"name": "ccan"},
-        "data": {"height": 128, "width": 64, "p": 16, "k": 4, "flip": True, "crop_from": [144, 72]},
-        "losses": [_ce("ce_global", "logits/global", 0.1),
-                   {"name": "tri_global", "type": "semi_hard_triplet", "output": "features/global",
-                    "weight": 1.0, "kwargs": {"margin": 1.0, "top_r": 10}},
-                   _ce("ce_local", "logits/local", 0.1),
-                   {"name": "tri_local", "type": "semi_hard_triplet", "output": "features/local",
-                    "weight": 1.0, "kwargs": {"margin": 1.0, "top_r": 10}}],
-        "optim": {"name": "adam", "lr": 1e-3, "beta_1": 0.9, "beta_2": 0.99, "schedule": "cosine",
-                  "warmup_epochs": 1, "warmup_start_lr": 1e-4},
-        "train": {"epochs": 4},
-    },
-    "hacnn": {
-        "model": {"name": "hacnn"},
-        "data": {"height": 160, "width": 64, "p": 16, "k": 4, "flip": True},
-        "losses": [_ce("ce_global", "logits/global"), _ce("ce_local", "logits/local")],
-        "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "warmup_epochs": 1,
-                  "warmup_start_lr": 3e-4},
-        "train": {"epochs": 4},
-    },
-}
+def register_recipe(model: str, path: str | pathlib.Path) -> None:
+    """Use the YAML file `path` as the default recipe of `model` (a model registered outside
+    tfreid; `tfreid.models.register_model(..., recipe=path)` calls this)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe of model {model!r} not found: {path}")
+    _RECIPES[model] = path
+
+
+def recipe_path(model: str) -> pathlib.Path | None:
+    """The default recipe file of `model`, or None if it has none."""
+    path = _RECIPES.get(model, RECIPES_DIR / f"{model}.yaml")
+    return path if path.is_file() else None
 
 
 def default_config(model: str) -> dict:
-    """The default recipe for `model` as a nested dict (empty model section if unknown)."""
+    """The default recipe for `model` as a nested dict (empty model section if it has none)."""
     base = Config().to_dict()
     base["model"]["name"] = model
-    return merge(base, MODEL_DEFAULTS.get(model, {"model": {"name": model}}))
+    path = recipe_path(model)
+    return merge(base, load_yaml(path) if path else {"model": {"name": model}})
 
 
 def resolve(model: str | None, config_path: str | None, flags: dict, overrides: list[str]) -> Config:

@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tfreid.data import build_dataset
     from tfreid.engine import evaluator
-    from tfreid.engine.run_dir import load_run
     from tfreid.models import embedding_model
+    from tfreid.runs import load_run
 
     try:
         cfg, model, checkpoint = load_run(args.run, args.checkpoint)

@@ -1,13 +1,14 @@
-"""`FeatureExtractor`: embed images with any tfreid export (SavedModel, `.tflite`, `.keras`).
+"""Embedding images: `FeatureExtractor` with any tfreid export (SavedModel, `.tflite`, `.keras`),
+`extract_features` with a Keras model over a dataset split.
 
 For applications (trackers, search services): load once, then call with image paths, encoded
 image bytes, or pixel arrays, and get `[N, D]` float32 NumPy embeddings — the same numbers
 whichever format was loaded (up to that format's quantisation).
 
 Preprocessing is identical for every backend, so the formats are comparable: files/bytes are
-decoded with `tfreid.data.pipeline.decode_image` (JPEG/PNG/BMP/GIF -> RGB) and every image not
-already at the model size is resized bilinearly (no antialias) to `H x W` — exactly what the
-SavedModel `serve_bytes` signature and the training pipeline do. Pixel arrays are RGB in 0..255
+decoded and every image not already at the model size is resized to `H x W` with
+`tfreid.preprocessing` — what the SavedModel `serve_bytes` signature and the training pipeline
+use. Pixel arrays are RGB in 0..255
 (uint8 or float); normalisation happens inside each exported model.
 
 Example:
@@ -26,9 +27,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfreid.data.pipeline import decode_image
+from tfreid.checks import check_int
+from tfreid.preprocessing import decode_resize, resize_image
 
-__all__ = ["FeatureExtractor", "xnnpack_delegation"]
+__all__ = ["FeatureExtractor", "extract_features", "xnnpack_delegation"]
 
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
@@ -63,8 +65,7 @@ class FeatureExtractor:
         if not path.exists():
             raise FileNotFoundError(f"export {str(path)!r} not found (expected a SavedModel "
                                     "folder, a .tflite file or a .keras file)")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_int("batch_size", batch_size)
         self.path, self.batch_size = path, batch_size
         self.kernels = "tensorflow"  # LiteRT: "xnnpack" or "builtin" (set by _load_tflite)
         self.delegation = None
@@ -176,12 +177,53 @@ class FeatureExtractor:
             if lo < 0 or hi > 255 or not np.isfinite(hi):
                 raise ValueError(f"inputs[{index}]: pixel values must lie in 0..255, got range "
                                  f"[{lo}, {hi}]")
-            return _resize(image.astype(np.float32), self.image_size)
+            if image.shape[:2] == self.image_size:
+                return image.astype(np.float32)
+            return resize_image(image.astype(np.float32), self.image_size).numpy()
         try:
             return _decode_resize(tf.constant(data), tf.constant(self.image_size)).numpy()
         except tf.errors.OpError:
             raise ValueError(f"inputs[{index}]: {where} is not a decodable JPEG/PNG/BMP/GIF image "
                              f"(first bytes {data[:8]!r})") from None
+
+
+def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bool = False,
+                     on_bad_image: str = "error", report=None) -> np.ndarray:
+    """Embed `samples` in order with an images -> embedding model, batched.
+
+    Args:
+        embed: a Keras model mapping normalised images `[B, H, W, 3]` to `[B, D]`.
+        samples: list of `Sample`.
+        image_size: `(H, W)` model input size.
+        batch_size: images per forward pass (bounds memory).
+        flip: average the embeddings of each image and its horizontal mirror (test-time
+            augmentation); the average is taken on the embeddings as the model outputs them.
+        on_bad_image: `"error"` or `"skip"` as in the pipeline (a skipped image keeps its row,
+            embedded from a placeholder; its path is recorded in `report`).
+        report: the `tfreid.data.pipeline.BadImageReport` to fill.
+
+    Returns:
+        float32 array `[len(samples), D]`.
+    """
+    from tfreid.data.pipeline import build_eval_dataset
+
+    height, width = (int(v) for v in image_size)
+
+    # One trace for every batch size (the last batch is usually partial).
+    @tf.function(input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)])
+    def forward(images):
+        features = tf.cast(embed(images, training=False), tf.float32)
+        if flip:
+            mirrored = tf.cast(embed(tf.reverse(images, axis=[2]), training=False), tf.float32)
+            features = (features + mirrored) / 2.0
+        return features
+
+    dataset = build_eval_dataset(samples, image_size=tuple(image_size), batch_size=batch_size,
+                                 on_bad_image=on_bad_image, report=report)
+    chunks = [forward(images).numpy() for images in dataset]
+    if not chunks:
+        raise ValueError("no images to embed (empty split)")
+    return np.concatenate(chunks, axis=0)
 
 
 def _probe(interpreter) -> None:
@@ -241,16 +283,9 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return (y.astype(np.float32) - zero) * scale
 
 
-@tf.function(input_signature=[tf.TensorSpec((), tf.string), tf.TensorSpec((2,), tf.int32)])
-def _decode_resize(data, size):
-    return tf.image.resize(tf.cast(decode_image(data), tf.float32), size, method="bilinear",
-                           antialias=False)
-
-
-def _resize(image: np.ndarray, size) -> np.ndarray:
-    if image.shape[:2] == tuple(size):
-        return image
-    return tf.image.resize(image, size, method="bilinear", antialias=False).numpy()
+# One trace for every image and model size.
+_decode_resize = tf.function(decode_resize, input_signature=[tf.TensorSpec((), tf.string),
+                                                             tf.TensorSpec((2,), tf.int32)])
 
 
 def _as_items(inputs) -> list:

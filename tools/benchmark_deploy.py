@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         paths = export_random_init(args.model, image_size, out, args.calibration_images)
         source = f"random-init {args.model}"
     else:
-        from tfreid.export.__main__ import export_run
+        from tfreid.export.run_export import export_run
 
         paths = export_run(args.run, ["savedmodel", "tflite", "keras"], list(VARIANTS),
                            output=out, calibration_images=args.calibration_images)

@@ -4,7 +4,7 @@ Exports the run's checkpoint in every format (`python -m tfreid.export --format 
 `.keras`, TFLite float32/float16/dynamic/int8 — int8 calibrated on the run's training images),
 embeds the run dataset's query and gallery images (never seen in training or calibration) with
 `tfreid.inference.FeatureExtractor` for each export, and compares with the Keras checkpoint
-(`tfreid.engine.evaluator.extract_features`, the pipeline `python -m tfreid.evaluate` uses, no
+(`tfreid.inference.extract_features`, the pipeline `python -m tfreid.evaluate` uses, no
 flip): per-image cosine similarity of the embeddings (min / mean over all query+gallery images)
 and retrieval mAP / rank-1 with the run's distance (`eval.metric`) and protocol.
 
@@ -105,11 +105,10 @@ def markdown(rows: list[dict], header: str) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from tfreid.data import build_dataset
-    from tfreid.engine.evaluator import extract_features
-    from tfreid.engine.run_dir import load_run
-    from tfreid.export.__main__ import export_run
-    from tfreid.inference import FeatureExtractor
+    from tfreid.export.run_export import export_run
+    from tfreid.inference import FeatureExtractor, extract_features
     from tfreid.models import embedding_model
+    from tfreid.runs import load_run
 
     cfg, model, checkpoint = load_run(args.run, args.checkpoint)
     data = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)

@@ -131,7 +131,7 @@ def measure(run_dir, level: int = 3, split: str = "test", checkpoint: str | None
 
     from tfreid.data import build_dataset
     from tfreid.data.pipeline import build_eval_dataset
-    from tfreid.engine.run_dir import load_run
+    from tfreid.runs import load_run
     from tfreid.visualize.attention import THETA_PREFIX, attention_keys, region_scales
 
     if split not in SPLITS:

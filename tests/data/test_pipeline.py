@@ -12,11 +12,11 @@ from tfreid.data.pipeline import (
     BadImageError,
     build_eval_dataset,
     build_train_dataset,
-    decode_image,
     iterate_checked,
 )
 from tfreid.data.sampler import PKSampler, RandomSampler
-from tfreid.data.transforms import AugmentConfig, augment, augment_batch, normalize
+from tfreid.data.transforms import AugmentConfig, augment, augment_batch
+from tfreid.preprocessing import decode_image, normalize
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)

@@ -50,9 +50,9 @@ def test_erasing_starts_at_the_given_epoch_other_augmentation_unchanged(samples)
 
 
 def test_bad_start_epoch_is_rejected(samples):
-    with pytest.raises(ValueError, match="random_erasing_start_epoch must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match="`random_erasing_start_epoch` must be an integer >= 0, received random_erasing_start_epoch=-1"):
         build_train_dataset(samples, SIZE, p=P, k=K, random_erasing_start_epoch=-1)
     cfg = config_lib.resolve("ccan", None, {}, ["data.random_erasing_start_epoch=50"])
     assert cfg.data.random_erasing_start_epoch == 50
-    with pytest.raises(ValueError, match="data.random_erasing_start_epoch must be an integer >= 0, got 1.5"):
+    with pytest.raises(ValueError, match="`data.random_erasing_start_epoch` must be an integer >= 0, received data.random_erasing_start_epoch=1.5"):
         config_lib.resolve("ccan", None, {}, ["data.random_erasing_start_epoch=1.5"])

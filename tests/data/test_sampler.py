@@ -102,8 +102,8 @@ def test_tiny_dataset_still_gives_one_batch():
     "kwargs,match",
     [
         (dict(pids=[0, 0, 1, 1], p=3, k=2), "p=3"),
-        (dict(pids=[0, 1, 2], p=0, k=2), "p must be"),
-        (dict(pids=[0, 1, 2], p=2, k=0), "k must be"),
+        (dict(pids=[0, 1, 2], p=0, k=2), "`p` must be"),
+        (dict(pids=[0, 1, 2], p=2, k=0), "`k` must be"),
         (dict(pids=[], p=1, k=1), "non-empty"),
         (dict(pids=[0.5, 1.0], p=1, k=1), "integers"),
         (dict(pids=[0, 1], p=1, k=1, seed=-1), "seed"),

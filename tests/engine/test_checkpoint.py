@@ -1,15 +1,13 @@
 """Checkpoints hold EVERY model variable, including BN statistics inside nested custom layers."""
 
-import json
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfreid import config as config_lib
-from tfreid.engine.checkpoint import CheckpointKeeper, model_variables
-from tfreid.engine.run_dir import load_run
+from tfreid.engine.checkpoint import CheckpointKeeper
 from tfreid.models import build_model, embedding_model
+from tfreid.runs import RunDir, load_run, model_variables
 
 
 def _hacnn(seed):
@@ -31,10 +29,7 @@ def test_restore_reproduces_every_variable_of_hacnn(tmp_path):
     saved = {name for name, _ in tf.train.list_variables(prefix) if name.startswith("model/")}
     assert len(saved) == len(model.weights) == len(model_variables(model))
 
-    cfg = config_lib.resolve("hacnn", None, {}, [])
-    cfg.dump(tmp_path / "config.yaml")
-    (tmp_path / "run.json").write_text(json.dumps(
-        {"model": "hacnn", "num_classes": 5, "input_size": [160, 64], "model_kwargs": {}}))
+    RunDir.create(tmp_path, config_lib.resolve("hacnn", None, {}, []), num_classes=5)
     keras.utils.set_random_seed(2)  # the rebuilt model starts from different weights
     _, restored, path = load_run(tmp_path)
     assert path == prefix

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tfreid.data.datasets.base import Sample
-from tfreid.engine.evaluator import extract_features
+from tfreid.inference import extract_features
 from tfreid.models import build_model, embedding_model, small_overrides
 
 

@@ -14,7 +14,7 @@ from tfreid import config as config_lib
 from tfreid import train
 from tfreid.engine.strategy import (create_strategy, resolve_tf_config, tf_config_from_hosts,
                                     worker_info)
-from tfreid.engine.summaries import read_scalars
+from tfreid.runs import read_scalars
 
 import multiworker_helpers as MW
 
@@ -54,7 +54,7 @@ def test_resolve_tf_config_env_flags_and_conflicts(monkeypatch):
     assert resolve_tf_config() is None
     assert resolve_tf_config("a:1", 0) is None  # one worker = plain single-host training
     assert resolve_tf_config(HOSTS, 1)["task"]["index"] == 1
-    with pytest.raises(ValueError, match="go together"):
+    with pytest.raises(ValueError, match="given together"):
         resolve_tf_config(HOSTS, None)
     env = {"cluster": {"worker": ["h0:5000", "h1:5000", "h2:5000"]},
            "task": {"type": "worker", "index": 2}}
@@ -79,7 +79,7 @@ def test_config_and_cli_validate_multiworker_keys(tmp_path, monkeypatch, capsys)
     assert (cfg.train.worker_hosts, cfg.train.task_index) == (["a:1", "b:2"], 1)
     with pytest.raises(ValueError, match="given together"):
         config_lib.resolve("hacnn", None, {"train": {"worker_hosts": ["a:1"]}}, [])
-    with pytest.raises(ValueError, match=r"train.task_index must be an integer in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"`train.task_index` must be an integer in \[0, 1\]"):
         config_lib.resolve("hacnn", None, {"train": {**flags["train"], "task_index": 5}}, [])
     args = train.parse_args(["--worker-hosts", "a:1, b:2", "--task-index", "0"])
     assert train._flags(args)["train"] == {"worker_hosts": ["a:1", "b:2"], "task_index": 0}

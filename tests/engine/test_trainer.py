@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from tfreid.engine.strategy import create_strategy
-from tfreid.engine.summaries import read_scalars
+from tfreid.runs import read_scalars
 from tfreid.engine.trainer import LossTerm, Trainer, TrainResult
 
 import trainer_helpers as H
@@ -218,7 +218,7 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     ds = H.dataset_fn_for(images, labels)
     with pytest.raises(ValueError, match="loss_terms"):
         make_trainer(tmp_path, loss_terms=[])
-    with pytest.raises(ValueError, match="global_batch_size.*received 0"):
+    with pytest.raises(ValueError, match="global_batch_size.*received global_batch_size=0"):
         make_trainer(tmp_path, global_batch_size=0)
     with pytest.raises(ValueError, match="unique"):
         make_trainer(tmp_path, loss_terms=[LossTerm("total", "logits/global", H.ce)])

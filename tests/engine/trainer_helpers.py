@@ -72,7 +72,7 @@ def loss_terms():
 
 def _equality(out_dir):
     from tfreid.engine.strategy import configure_cpu_replicas, create_strategy
-    from tfreid.engine.summaries import read_scalars
+    from tfreid.runs import read_scalars
     from tfreid.engine.trainer import Trainer
 
     configure_cpu_replicas(2)

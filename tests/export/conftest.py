@@ -27,34 +27,15 @@ def tiny_run(tiny_data, tmp_path_factory) -> pathlib.Path:
     checkpoints/), holding a randomly initialised HA-CNN whose BatchNorm statistics and affine
     parameters are randomised so the checkpoint is not an identity-BN network (training even
     2 steps costs ~100 s on the shared CPU)."""
-    import json
-
     import keras
-    import tensorflow as tf
 
-    from tfreid import config as config_lib
-    from tfreid.engine.checkpoint import model_variables
+    from tests.run_helpers import randomize_batchnorm, write_run
     from tfreid.models import build_model
 
-    run = tmp_path_factory.mktemp("export-run") / "run"
-    cfg = config_lib.resolve("hacnn", None, {"data": {"dataset": "market1501",
-                                                      "root": str(tiny_data)}}, [])
-    run.mkdir(parents=True)
-    cfg.dump(run / "config.yaml")
-    (run / "run.json").write_text(json.dumps({"model": "hacnn", "num_classes": 6,
-                                              "input_size": [160, 64], "model_kwargs": MODEL_KWARGS}))
     keras.utils.set_random_seed(1)
-    model = build_model("hacnn", 6, **MODEL_KWARGS)
-    rng = np.random.default_rng(1)
-    for var in model.variables:
-        name = var.path.rsplit("/", 1)[-1]
-        if name in ("moving_mean", "beta"):
-            var.assign(rng.normal(0.0, 0.1, var.shape).astype(np.float32))
-        elif name in ("moving_variance", "gamma"):
-            var.assign(rng.uniform(0.5, 1.5, var.shape).astype(np.float32))
-    # the format CheckpointKeeper writes (every variable by path, see engine/checkpoint.py)
-    tf.train.Checkpoint(model=model_variables(model)).save(str(run / "checkpoints" / "ckpt"))
-    return run
+    model = randomize_batchnorm(build_model("hacnn", 6, **MODEL_KWARGS), seed=1)
+    return write_run(tmp_path_factory.mktemp("export-run") / "run", "hacnn", model, tiny_data, 6,
+                     MODEL_KWARGS).path
 
 
 @pytest.fixture(scope="session")
@@ -66,20 +47,17 @@ def test_images(tiny_data) -> list[pathlib.Path]:
 @pytest.fixture(scope="session")
 def pixels(test_images) -> np.ndarray:
     """The test images as float32 [N, 160, 64, 3] 0..255, decoded/resized as the exports do."""
-    import tensorflow as tf
+    from tfreid.preprocessing import load_image
 
-    from tfreid.data.pipeline import decode_image
-
-    return np.stack([tf.image.resize(tf.cast(decode_image(tf.io.read_file(str(p))), tf.float32),
-                                     (160, 64)).numpy() for p in test_images])
+    return np.stack([load_image(p, (160, 64)).numpy() for p in test_images])
 
 
 @pytest.fixture(scope="session")
 def keras_reference(tiny_run, pixels) -> np.ndarray:
     """Embeddings of `pixels` by the run's checkpoint in Keras (the parity reference)."""
-    from tfreid.data.transforms import normalize
-    from tfreid.engine.run_dir import load_run
+    from tfreid.preprocessing import normalize
     from tfreid.models import embedding_model
+    from tfreid.runs import load_run
 
     _, model, _ = load_run(tiny_run)
     return embedding_model(model)(normalize(pixels), training=False).numpy()
@@ -89,7 +67,7 @@ def keras_reference(tiny_run, pixels) -> np.ndarray:
 def exports(tiny_run, tmp_path_factory) -> dict:
     """`python -m tfreid.export --format all` of the tiny run (all four TFLite variants, int8
     calibrated on 24 training images); `{label: path}` plus `"root"`."""
-    from tfreid.export.__main__ import export_run
+    from tfreid.export.run_export import export_run
 
     root = tmp_path_factory.mktemp("exports") / "saved_models"
     written = export_run(tiny_run, ["savedmodel", "tflite", "keras"],

@@ -33,56 +33,37 @@ _EXPORTS: dict = {}
 # residual nets (ResNet-50 models) blow activations up to norms ~2000 and become chaotic: merely
 # rounding the Keras weights to float16 then moves AANet's embedding to cosine 0.98, so no
 # quantised export could meet the bounds on such a network (a trained network is not chaotic).
-BN_SCALES = {"gamma": (0.5, 1.0), "moving_variance": (1.0, 2.0)}
+BN_RANGES = {"gamma": (0.5, 1.0), "moving_variance": (1.0, 2.0)}
 
 
 def _make_run(name: str, data_root: pathlib.Path, root: pathlib.Path):
     """A run directory (config.yaml, run.json, checkpoint) of the small `name` with randomised
     BatchNorm statistics/affines (so BN folding and quantisation see a non-identity BN)."""
     import keras
-    import tensorflow as tf
 
-    from tfreid import config as config_lib
-    from tfreid.engine.checkpoint import model_variables
-    from tfreid.models import build_model
-    from tfreid.models.registry import small_overrides
+    from tests.run_helpers import randomize_batchnorm, write_run
+    from tfreid.models import build_model, small_overrides
 
     kwargs = dict(small_overrides(name))
     height, width = kwargs.pop("input_shape", (160, 64, 3))[:2]
-    run = root / f"run-{name}"
-    cfg = config_lib.resolve(name, None, {"data": {"dataset": "market1501", "root": str(data_root),
-                                                    "height": height, "width": width}}, [])
-    run.mkdir(parents=True)
-    cfg.dump(run / "config.yaml")
-    (run / "run.json").write_text(json.dumps({"model": name, "num_classes": 6,
-                                              "input_size": [height, width], "model_kwargs": kwargs}))
     keras.utils.set_random_seed(7)
     model = build_model(name, 6, input_shape=(height, width, 3), **kwargs)
-    rng = np.random.default_rng(7)
-    for var in model.variables:
-        leaf = var.path.rsplit("/", 1)[-1]
-        if leaf in ("moving_mean", "beta"):
-            var.assign(rng.normal(0.0, 0.1, var.shape).astype(np.float32))
-        elif leaf in BN_SCALES:
-            var.assign(rng.uniform(*BN_SCALES[leaf], var.shape).astype(np.float32))
-    tf.train.Checkpoint(model=model_variables(model)).save(str(run / "checkpoints" / "ckpt"))
-    return run, model, (height, width)
+    randomize_batchnorm(model, seed=7, ranges=BN_RANGES)
+    run = write_run(root / f"run-{name}", name, model, data_root, 6, kwargs, (height, width))
+    return run.path, model, (height, width)
 
 
 def _pixels(paths, size) -> np.ndarray:
-    import tensorflow as tf
+    from tfreid.preprocessing import load_image
 
-    from tfreid.data.pipeline import decode_image
-
-    return np.stack([tf.image.resize(tf.cast(decode_image(tf.io.read_file(str(p))), tf.float32),
-                                     size).numpy() for p in paths])
+    return np.stack([load_image(p, size).numpy() for p in paths])
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_data, test_images, tmp_path_factory):
     """`exported(name)` -> dict(run, paths, size, reference), built once per model."""
-    from tfreid.data.transforms import normalize
-    from tfreid.export.__main__ import export_run
+    from tfreid.preprocessing import normalize
+    from tfreid.export.run_export import export_run
     from tfreid.models import embedding_model
 
     root = tmp_path_factory.mktemp("all-models")

@@ -8,7 +8,7 @@ import pytest
 from tfreid.export.dynamic_precision import MIN_GAIN, _cosines, _embed, _quantized_weights, \
     _restore, keep_weights_float
 from tfreid.export.tflite import convert_tflite, frozen_function
-from tfreid.export.tflite_rewrite import read_model
+from tfreid.export.flatbuffer import FLOAT32, INT8, read_model
 
 SIZE = (32, 16)
 
@@ -58,7 +58,7 @@ def test_head_weights_then_groups_in_execution_order(converted):
         [["conv2"], ["branch_a", "branch_b"]]
     rest = [t for g in groups for t in g]
     graph = read_model(_restore(dynamic, float32, rest[:1])).subgraphs[0]
-    assert [graph.tensors[i].type for i in head + rest] == [9, 9, 0, 9, 9]  # INT8 .. FLOAT32 ..
+    assert [graph.tensors[i].type for i in head + rest] == [INT8, INT8, FLOAT32, INT8, INT8]
     everything = _restore(dynamic, float32, head + rest)
     np.testing.assert_allclose(_embed(everything, images), _embed(float32, images), rtol=1e-5, atol=1e-5)
 
@@ -86,7 +86,7 @@ def test_search_stops_at_the_target_without_gain_or_at_the_float_share(converted
     assert count == 1  # conv2 only: the head (49.7%) and conv2 + branches (50.3%) exceed 30%
     graph = read_model(model).subgraphs[0]
     assert [_layer(graph.tensors[t].name.decode()) for t in head + groups[0] + groups[1]
-            if graph.tensors[t].type == 0] == ["conv2"]
+            if graph.tensors[t].type == FLOAT32] == ["conv2"]
     # the head is tried first: a target it reaches restores exactly the head
     head_only = _embed(_restore(dynamic, float32, head), images)
     with_head = _min_cosine(head_only, reference)

@@ -62,10 +62,10 @@ def test_fresh_process_savedmodel_and_keras(exports, test_images, keras_referenc
         import json, numpy as np, tensorflow as tf, keras
         import tfreid.models
         tfreid.models.available_models()
-        from tfreid.data.pipeline import decode_image
+        from tfreid.preprocessing import decode_resize
         paths = {[str(p) for p in test_images]!r}
         raw = [tf.io.read_file(p) for p in paths]
-        pixels = tf.stack([tf.image.resize(tf.cast(decode_image(r), tf.float32), (160, 64)) for r in raw])
+        pixels = tf.stack([decode_resize(r, (160, 64)) for r in raw])
         sig = tf.saved_model.load({str(exports["savedmodel"])!r}).signatures
         a = sig["serving_default"](images=pixels)["embedding"].numpy()
         b = sig["serve_bytes"](image_bytes=tf.stack(raw))["embedding"].numpy()

@@ -8,7 +8,7 @@ import pytest
 
 from tests.export.conftest import cosine
 from tests.export.test_xnnpack import _interpreter, _plain, _run
-from tfreid.data.transforms import normalize
+from tfreid.preprocessing import normalize
 from tfreid.export.int8_ranges import embedding_head_slice, softmax_attention_slice
 from tfreid.export.tflite import convert_tflite
 from tfreid.inference import xnnpack_delegation

@@ -30,12 +30,10 @@ def _plain(model, size, calibration=None):
     """What `tf.lite.TFLiteConverter.convert()` gives without tfreid's rewrites (float32, or
     int8 when `calibration` is given)."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from tfreid.export.tflite import _serving_function
+    from tfreid.export.tflite import frozen_function
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [convert_variables_to_constants_v2(_serving_function(model, size))])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(model, size)])
     if calibration is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([img[None]] for img in calibration)
@@ -97,7 +95,7 @@ def test_live_ranges_are_untouched(dead_attention):
     """A model without degenerate ranges quantises exactly as the converter does."""
     import keras
 
-    from tfreid.export.tflite_rewrite import read_model
+    from tfreid.export.flatbuffer import INT8, read_model
     from tfreid.layers.conv_bn_relu import ConvBNReLU
 
     keras.utils.set_random_seed(4)
@@ -110,7 +108,7 @@ def test_live_ranges_are_untouched(dead_attention):
 
     def scales(m):
         return {(t.name, tuple(t.quantization.scale), tuple(t.quantization.zeroPoint))
-                for t in m.subgraphs[0].tensors if t.type == 9  # INT8
+                for t in m.subgraphs[0].tensors if t.type == INT8
                 and t.quantization is not None and t.quantization.scale is not None}
 
     # the int8 tensors (the first conv's: the second conv and the pool are the float32 head)
@@ -138,7 +136,7 @@ def test_static_reshapes_are_exact_for_every_batch(sampler_model):
     data = convert_tflite(sampler_model, (20, 8), "none")
     assert "SHAPE" not in tflite_op_names(data) and "PACK" not in tflite_op_names(data)
     x = np.random.default_rng(1).uniform(0, 255, (3, 20, 8, 3)).astype(np.float32)
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
 
     reference = sampler_model(normalize(x)).numpy()
     plain = _plain(sampler_model, (20, 8))
@@ -158,19 +156,18 @@ def test_int8_keeps_only_the_sampling_weights_float(sampler_model):
     """The ops from theta to the tent weights stay float32; convolutions, matmuls and the
     feature maps are int8 — and the sampled regions match Keras far better than fully integer."""
     from tests.export.conftest import cosine
-    from tfreid.data.transforms import normalize
-    from tfreid.export.tflite_rewrite import op_names, read_model
+    from tfreid.preprocessing import normalize
+    from tfreid.export.flatbuffer import FLOAT32 as float32
+    from tfreid.export.flatbuffer import INT8 as int8
+    from tfreid.export.flatbuffer import op_kinds, read_model
 
     calibration = np.random.default_rng(2).uniform(0, 255, (16, 20, 8, 3)).astype(np.float32)
     data = convert_tflite(sampler_model, (20, 8), "int8", calibration)
     model = read_model(data)
-    graph, names = model.subgraphs[0], op_names()
+    graph = model.subgraphs[0]
     dtypes = {}
-    for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        kind = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+    for op, kind in zip(graph.operators, op_kinds(model, graph)):
         dtypes.setdefault(kind, set()).add(graph.tensors[op.outputs[0]].type)
-    int8, float32 = 9, 0  # schema.TensorType
     assert dtypes["ABS"] == {float32} and dtypes["TANH"] == {float32}
     assert dtypes["FULLY_CONNECTED"] == {float32}  # theta's FC (8 outputs)
     assert dtypes["CONV_2D"] == {int8} and dtypes["BATCH_MATMUL"] == {int8}
@@ -183,15 +180,14 @@ def test_int8_keeps_only_the_sampling_weights_float(sampler_model):
 
 
 def test_int8_matmul_rhs_is_requantised_to_symmetric(sampler_model):
-    from tfreid.export.tflite_rewrite import op_names, read_model
+    from tfreid.export.flatbuffer import op_kinds, read_model
 
     calibration = np.random.default_rng(2).uniform(0, 255, (16, 20, 8, 3)).astype(np.float32)
     data = convert_tflite(sampler_model, (20, 8), "int8", calibration)
     model = read_model(data)
-    graph, names = model.subgraphs[0], op_names()
-    matmuls = [op for op in graph.operators
-               if names[max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                            model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)] == "BATCH_MATMUL"]
+    graph = model.subgraphs[0]
+    matmuls = [op for op, kind in zip(graph.operators, op_kinds(model, graph))
+               if kind == "BATCH_MATMUL"]
     assert len(matmuls) == 2
     for op in matmuls:
         assert int(graph.tensors[op.inputs[1]].quantization.zeroPoint[0]) == 0
@@ -203,7 +199,7 @@ def test_int8_matmul_rhs_is_requantised_to_symmetric(sampler_model):
     # error against Keras within 10 %, per-image cosine with Keras within 0.01 (measured:
     # 0.948/0.984 vs the converter's 0.953/0.984 — this tiny random net is coarse in int8)
     from tests.export.conftest import cosine
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
 
     plain = _run(_interpreter(_plain(sampler_model, (20, 8), calibration), xnnpack=False), x)
     reference = sampler_model(normalize(x)).numpy()

@@ -83,7 +83,7 @@ def test_gradient_direction_aligns_vectors():
 
 
 def test_keras_wrapper_and_registry():
-    assert LOSSES["attention_cosine_distance"] is attention_cosine_distance
+    assert LOSSES["attention_cosine_distance"].fn is attention_cosine_distance
     labels = np.repeat(np.arange(3), 2)
     v = np.random.default_rng(6).uniform(size=(6, 4)).astype(np.float32)
     loss = AttentionCosineDistanceLoss()

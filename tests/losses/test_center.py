@@ -90,10 +90,15 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_build_loss_and_errors():
-    assert LOSSES["center_loss"] is CenterLoss
+    spec = LOSSES["center_loss"]
+    assert spec.fn is CenterLoss and spec.needs_num_classes and spec.stateful
     closs = build_loss("center_loss", num_classes=3, feature_dim=4, alpha=0.25)
     assert isinstance(closs, CenterLoss) and closs.alpha == 0.25
     assert closs.centers.shape == (3, 4)
+    # the dataset's identities fill num_classes in only when the config leaves it out
+    assert build_loss("center_loss", dataset_num_classes=7, feature_dim=4).centers.shape == (7, 4)
+    assert build_loss("center_loss", dataset_num_classes=7, num_classes=3,
+                      feature_dim=4).centers.shape == (3, 4)
     with pytest.raises(ValueError, match="`num_classes`.*0"):
         CenterLoss(num_classes=0, feature_dim=4)
     with pytest.raises(ValueError, match="`alpha`.*1.5"):

@@ -1,4 +1,4 @@
-"""Global-batch mining: 2 replicas give the 1-replica losses, gradients and centres (DESIGN §4)."""
+"""Global-batch mining: 2 replicas give the 1-replica losses, gradients and centres ."""
 
 import json
 import os

@@ -252,7 +252,9 @@ def test_argument_errors():
 def test_registry_and_build_loss():
     labels, x = make_batch(8, "random")
     for name in ("batch_hard_triplet", "semi_hard_triplet", "improved_trihard"):
-        assert name in LOSSES
+        assert not LOSSES[name].stateful and not LOSSES[name].needs_num_classes
+    assert build_loss("batch_hard_triplet", dataset_num_classes=5, margin=0.3).keywords == {
+        "margin": 0.3}  # needs no num_classes: the dataset's is not passed on
     fn = build_loss("semi_hard_triplet", margin=0.7, top_r=2)
     np.testing.assert_allclose(fn(labels, x).numpy(), np_semi_hard(labels, x, 0.7, 2), rtol=1e-5,
                                atol=1e-5)

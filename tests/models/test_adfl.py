@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfreid.models import available_models, build_model, small_overrides
+from tfreid.models import build_model, small_overrides
 from tfreid.models.adfl import ATTENTION_MODULES, attention_layer
 from tfreid.models.complexity import count_params
 
@@ -88,9 +88,15 @@ def test_paper_default_is_af3_cat_1024_attn3_1sum_and_counts():
 
 
 # ----------------------------------------------------------------------------- outputs
-def test_registered_with_small_variants():
-    assert {"adfl", "baseline"} <= set(available_models())
+def test_small_variants_and_the_baseline_is_adfl_without_its_attention(model):
+    assert SMALL == {"input_shape": (64, 32, 3), "base_width": 8, "bottleneck_dim": 64}
     assert small_overrides("baseline") == SMALL
+    baseline = build_model("baseline", NUM_CLASSES, **small_overrides("baseline"))
+    names = {layer.name for layer in baseline.layers}
+    extra = {layer.name for layer in model.layers} - names
+    assert names < {layer.name for layer in model.layers}
+    assert extra == {"attn3", "af3_conv1", "af3_conv2", "af3_pool", "af_fusion", "bnneck_fused",
+                     "classifier_fused"}, extra
 
 
 def test_outputs_and_bnneck(model, images):

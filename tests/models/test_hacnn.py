@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfreid.layers import RegionSampler
-from tfreid.models import available_models, build_model
+from tfreid.models import build_model
 from tfreid.models.complexity import count_flops, count_params
 
 NUM_CLASSES = 10
@@ -93,10 +93,6 @@ def hacnn_macs(num_classes):
 
 
 # ----------------------------------------------------------------------------- outputs
-def test_registered():
-    assert "hacnn" in available_models()
-
-
 def test_output_keys_shapes_and_dtypes(out):
     want = {
         "embedding": (2, 1024),

@@ -1,9 +1,7 @@
 """A tiny synthetic set and a tiny HA-CNN run directory (with logs) for the visualisation tests."""
 
-import json
 import pathlib
 
-import numpy as np
 import pytest
 
 # The registered small HA-CNN: the same graph and 160x64 input at a fraction of the width.
@@ -22,21 +20,10 @@ def tiny_data(tmp_path_factory) -> pathlib.Path:
 
 
 def write_run(run: pathlib.Path, data_root, model) -> pathlib.Path:
-    """Writes `model` as a run directory the way `python -m tfreid.train` does (config.yaml,
-    run.json, a checkpoint in CheckpointKeeper's format)."""
-    import tensorflow as tf
+    """Writes the small HA-CNN `model` as a run directory (`tests.run_helpers.write_run`)."""
+    from tests.run_helpers import write_run as write
 
-    from tfreid import config as config_lib
-    from tfreid.engine.checkpoint import model_variables
-
-    cfg = config_lib.resolve("hacnn", None, {"data": {"dataset": "market1501",
-                                                      "root": str(data_root)}}, [])
-    run.mkdir(parents=True)
-    cfg.dump(run / "config.yaml")
-    (run / "run.json").write_text(json.dumps({"model": "hacnn", "num_classes": NUM_CLASSES,
-                                              "input_size": [160, 64], "model_kwargs": MODEL_KWARGS}))
-    tf.train.Checkpoint(model=model_variables(model)).save(str(run / "checkpoints" / "ckpt"))
-    return run
+    return write(run, "hacnn", model, data_root, NUM_CLASSES, MODEL_KWARGS).path
 
 
 @pytest.fixture(scope="session")
@@ -47,16 +34,10 @@ def tiny_model():
 
     from tfreid.models import build_model
 
+    from tests.run_helpers import randomize_batchnorm
+
     keras.utils.set_random_seed(1)
-    model = build_model("hacnn", NUM_CLASSES, **MODEL_KWARGS)
-    rng = np.random.default_rng(1)
-    for var in model.variables:
-        name = var.path.rsplit("/", 1)[-1]
-        if name in ("moving_mean", "beta"):
-            var.assign(rng.normal(0.0, 0.1, var.shape).astype(np.float32))
-        elif name in ("moving_variance", "gamma"):
-            var.assign(rng.uniform(0.5, 1.5, var.shape).astype(np.float32))
-    return model
+    return randomize_batchnorm(build_model("hacnn", NUM_CLASSES, **MODEL_KWARGS), seed=1)
 
 
 @pytest.fixture(scope="session")

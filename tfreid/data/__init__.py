@@ -1,6 +1,6 @@
 """ReID datasets, synthetic data and the tf.data input pipeline.
 
-`tfreid.data` never imports models (DESIGN.md §2). The pipeline lives in `tfreid.data.pipeline`
+`tfreid.data` never imports models. The pipeline lives in `tfreid.data.pipeline`
 (it imports TensorFlow; the dataset parsers do not).
 """
 

@@ -2,9 +2,11 @@
 
 Graph (TensorFlow ops only; Python runs once per epoch for the sampler and on the bad-image path)::
 
-    PKSampler row of batch b -> per image: read_file -> decode -> resize (bilinear, no antialias,
-    full image) -> batch -> augment (vectorised, stateless, keyed on (seed, b)) -> normalise
-    -> prefetch
+    PKSampler row of batch b -> per image: load_image (read_file -> decode -> resize, bilinear,
+    no antialias, full image) -> batch -> augment (vectorised, stateless, keyed on (seed, b))
+    -> normalise -> prefetch
+
+(``load_image`` and ``normalize`` are ``tfreid.preprocessing``'s, shared with the exports.)
 
 Whole batches are the unit of parallelism (``interleave`` over batches), so
 ``deterministic=False`` can only reorder batches, never mix their images.
@@ -45,13 +47,14 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfreid.checks import check_int, check_int_tuple
 from tfreid.data.datasets.base import Sample
 from tfreid.data.sampler import PKSampler, RandomSampler
-from tfreid.data.transforms import IMAGENET_MEAN, AugmentConfig, augment_batch, normalize, resize_size
-from tfreid.data.transforms import _check_size
+from tfreid.data.transforms import AugmentConfig, augment_batch, resize_size
+from tfreid.preprocessing import MEAN_PIXEL, load_image, normalize
 
 __all__ = ["BadImageError", "BadImageReport", "build_eval_dataset", "build_train_dataset",
-           "decode_image", "iterate_checked"]
+           "iterate_checked"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 # TF escapes quotes and non-ASCII bytes in assertion messages (C escapes), so the path is
@@ -117,48 +120,6 @@ class BadImageReport:
         return f"BadImageReport(count={self.count}, occurrences={self.occurrences})"
 
 
-def decode_image(contents: tf.Tensor) -> tf.Tensor:
-    """Decode JPEG / PNG / BMP / GIF bytes to uint8 RGB ``[H, W, 3]`` (graph op).
-
-    Grayscale is replicated to RGB, alpha is dropped (not composited), palette PNG/GIF/BMP are
-    expanded through their palette (TensorFlow's BMP decoder alone would return the raw 8-bit
-    indices), 16-bit PNG is scaled to 8 bit, GIF gives its first frame.
-
-    Args:
-        contents: scalar string tensor, the file bytes.
-
-    Returns:
-        uint8 tensor ``[H, W, 3]``. Undecodable input raises a TensorFlow error.
-    """
-    def generic():
-        return tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
-
-    def bmp():
-        # Parse the BMP header only for BMP files (the per-image cost matters on the hot path).
-        header = tf.strings.substr(tf.strings.join([tf.strings.substr(contents, 0, 64), "\0" * 64]), 0, 64)
-        header = tf.cast(tf.io.decode_raw(header, tf.uint8), tf.int32)
-        u16 = lambda i: header[i] + 256 * header[i + 1]
-        u32 = lambda i: u16(i) + 65536 * u16(i + 2)
-
-        def palette():
-            indices = tf.io.decode_bmp(contents, channels=0)[..., 0]
-            colours = tf.where(u32(46) == 0, 256, u32(46))
-            table = tf.io.decode_raw(tf.strings.substr(contents, 14 + u32(14), 4 * colours), tf.uint8)
-            table = tf.reshape(table, [-1, 4])[:, 2::-1]  # BMP palette entries are B, G, R, 0
-            return tf.gather(table, tf.cast(indices, tf.int32))
-
-        return tf.cond((u16(28) == 8) & (u32(14) >= 40), palette, generic)
-
-    image = tf.cond(tf.strings.substr(contents, 0, 2) == "BM", bmp, generic)
-    return tf.ensure_shape(image, [None, None, 3])
-
-
-def _read_resize(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    image = decode_image(tf.io.read_file(path))
-    image = tf.image.resize(image, size, method="bilinear", antialias=False)
-    return tf.ensure_shape(image, (*size, 3))
-
-
 def _load_batch(paths: tf.Tensor, size: tuple[int, int]) -> tf.data.Dataset:
     """One element ``(images [n, h, w, 3] float32 in [0, 255], ok [n] bool)`` for ``paths [n]``.
 
@@ -168,13 +129,13 @@ def _load_batch(paths: tf.Tensor, size: tuple[int, int]) -> tf.data.Dataset:
     """
     n = tf.shape(paths)[0]
     items = tf.data.Dataset.from_tensor_slices((paths, tf.range(n)))
-    items = items.map(lambda path, pos: (_read_resize(path, size), pos))
+    items = items.map(lambda path, pos: (load_image(path, size), pos))
     good = items.ignore_errors().batch(tf.cast(n, tf.int64))
     empty = tf.data.Dataset.from_tensors((tf.zeros((0, *size, 3)), tf.zeros((0,), tf.int32)))
 
     def scatter(images, positions):
         def with_placeholders():
-            fill = tf.constant([255.0 * m for m in IMAGENET_MEAN])
+            fill = tf.constant(MEAN_PIXEL)
             batch = tf.tile(fill[None, None, None, :], [n, *size, 1])
             return tf.tensor_scatter_nd_update(batch, positions[:, None], images)
 
@@ -285,14 +246,11 @@ def build_train_dataset(
         >>> ds = build_train_dataset(data.train, (160, 64), p=8, k=4, seed=1)
         >>> images, labels = next(iter(ds))
     """
-    size = _check_size(image_size)
-    if not isinstance(start_step, (int, np.integer)) or start_step < 0:
-        raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
+    size = check_int_tuple("image_size", image_size, 2)
+    check_int("start_step", start_step, 0)
     if augment is not None and not isinstance(augment, AugmentConfig):
         raise ValueError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
-    erase_from = random_erasing_start_epoch
-    if isinstance(erase_from, bool) or not isinstance(erase_from, (int, np.integer)) or erase_from < 0:
-        raise ValueError(f"random_erasing_start_epoch must be an integer >= 0, got {erase_from!r}")
+    erase_from = check_int("random_erasing_start_epoch", random_erasing_start_epoch, 0)
     load_size = size if augment is None else resize_size(size, augment)
     report = BadImageReport() if report is None else report
     paths, pids = _check_samples(samples, on_bad_image, report)
@@ -368,9 +326,8 @@ def build_eval_dataset(
     Example:
         >>> feats = [model(x)["embedding"] for x in build_eval_dataset(data.query, (160, 64))]
     """
-    size = _check_size(image_size)
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    size = check_int_tuple("image_size", image_size, 2)
+    check_int("batch_size", batch_size)
     report = BadImageReport() if report is None else report
     paths, _ = _check_samples(samples, on_bad_image, report)
 

@@ -15,17 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
+from tfreid.checks import check_int
+
 __all__ = ["PKSampler", "RandomSampler"]
-
-
-def _positive_int(name: str, value) -> int:
-    try:
-        ivalue = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if ivalue < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return ivalue
 
 
 class PKSampler:
@@ -67,8 +59,8 @@ class PKSampler:
     """
 
     def __init__(self, pids: Sequence[int], p: int, k: int, seed: int = 0):
-        self.p = _positive_int("p", p)
-        self.k = _positive_int("k", k)
+        self.p = check_int("p", p)
+        self.k = check_int("k", k)
         seed_i = operator.index(seed) if isinstance(seed, (int, np.integer)) else None
         if seed_i is None or seed_i < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -170,8 +162,8 @@ class RandomSampler:
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0):
-        self.num_samples = _positive_int("num_samples", num_samples)
-        self.p, self.k = _positive_int("batch_size", batch_size), 1
+        self.num_samples = check_int("num_samples", num_samples)
+        self.p, self.k = check_int("batch_size", batch_size), 1
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)

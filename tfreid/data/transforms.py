@@ -1,34 +1,30 @@
-"""Image normalisation and training augmentation as TensorFlow graph ops.
+"""Training augmentation as TensorFlow graph ops.
 
 Everything here is graph-only (``tf.image`` + stateless ``tf.random``) so it runs inside
 ``tf.data`` without Python callbacks. Randomness comes from an explicit ``seed`` (shape ``[2]``
 int tensor): the same seed gives the same augmentation, which is what makes a resumed training
 run bit-identical to an uninterrupted one.
 
-Images are float32 in ``[0, 255]`` until :func:`normalize`; random erasing fills with the ImageNet
-mean, i.e. exactly what becomes ~0 after normalisation (Zhong et al. erase *after* normalising
-with fill 0; erasing before with the mean colour is the same thing).
+Images are float32 in ``[0, 255]`` until ``tfreid.preprocessing.normalize``; random erasing
+fills with the ImageNet mean, i.e. exactly what becomes ~0 after normalisation (Zhong et al.
+erase *after* normalising with fill 0; erasing before with the mean colour is the same thing).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
+
+from tfreid.checks import check_int_tuple
+from tfreid.preprocessing import MEAN_PIXEL, resize_image
 
 __all__ = [
     "AugmentConfig",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "augment",
     "augment_batch",
-    "normalize",
     "resize_size",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Random erasing hyper-parameters of Zhong et al. (and torchreid): area fraction, aspect ratio.
 _ERASE_AREA = (0.02, 0.4)
@@ -87,16 +83,9 @@ class AugmentConfig:
         return cls(flip=False, pad=0)
 
 
-def _check_size(image_size) -> tuple[int, int]:
-    size = tuple(image_size) if isinstance(image_size, (tuple, list)) else ()
-    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size):
-        raise ValueError(f"image_size must be (height, width) positive ints, got {image_size!r}")
-    return int(size[0]), int(size[1])
-
-
 def resize_size(image_size, config: AugmentConfig) -> tuple[int, int]:
     """The size decoded images are resized to before :func:`augment` (``crop_from`` or model)."""
-    size = _check_size(image_size)
+    size = check_int_tuple("image_size", image_size, 2)
     if config.crop_from is None:
         return size
     if config.crop_from[0] < size[0] or config.crop_from[1] < size[1]:
@@ -104,30 +93,6 @@ def resize_size(image_size, config: AugmentConfig) -> tuple[int, int]:
             f"AugmentConfig.crop_from={config.crop_from} must be at least image_size={size}"
         )
     return config.crop_from
-
-
-def normalize(images_0_255: tf.Tensor) -> tf.Tensor:
-    """ImageNet normalisation: ``(x / 255 - mean) / std`` per RGB channel, float32.
-
-    Computed as ``x * (1 / (255 std)) - mean / std`` (equal up to float rounding, ~1e-6).
-
-    Used by the input pipeline and by the exported serving models, so both see identical inputs.
-
-    Args:
-        images_0_255: ``[..., 3]`` tensor (any real or integer dtype) with values in [0, 255].
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    x = tf.cast(images_0_255, tf.float32)
-    scale = 1.0 / (255.0 * np.asarray(IMAGENET_STD, np.float32))
-    offset = -np.asarray(IMAGENET_MEAN, np.float32) / np.asarray(IMAGENET_STD, np.float32)
-    if x.shape.rank is not None and x.shape.rank >= 3 and x.shape[-3:].is_fully_defined():
-        # Broadcasting a length-3 vector along the innermost axis is ~3x slower on CPU than
-        # broadcasting an [H, W, 3] plane along the outer axes, so tile the constants.
-        tile = (*x.shape[-3:-1], 1)
-        scale, offset = np.tile(scale, tile), np.tile(offset, tile)
-    return x * tf.constant(scale) + tf.constant(offset)
 
 
 def _uniform(seed, shape, lo=0.0, hi=1.0):
@@ -212,7 +177,7 @@ def _random_erasing(images, probability, n, seeds):
     row_in = (rows >= top) & (rows < top + box_h[:, None]) & apply[:, None]
     col_in = (cols >= left) & (cols < left + box_w[:, None])
     inside = row_in[:, :, None] & col_in[:, None, :]
-    fill = tf.tile(tf.constant([255.0 * m for m in IMAGENET_MEAN], tf.float32), [width])
+    fill = tf.tile(tf.constant(MEAN_PIXEL, tf.float32), [width])
     flat = tf.reshape(images, [n, height, width * 3])
     flat = tf.where(inside, tf.broadcast_to(fill, tf.shape(flat)), flat)
     return tf.reshape(flat, [n, height, width, 3])
@@ -222,7 +187,8 @@ def augment_batch(images: tf.Tensor, image_size, config: AugmentConfig, seed=Non
     """Random training augmentation of a batch, vectorised (graph ops, stateless randomness).
 
     Order (as torchreid): [random crop from ``crop_from``] -> flip -> pad + random crop ->
-    colour jitter -> random erasing. :func:`normalize` is applied afterwards by the pipeline.
+    colour jitter -> random erasing. ``tfreid.preprocessing.normalize`` is applied afterwards by
+    the pipeline.
     Item ``i`` uses row ``i`` of random draws keyed on ``seed``, so its augmentation is a pure
     function of ``(seed, i)`` and of the batch size.
 
@@ -246,7 +212,7 @@ def augment_batch(images: tf.Tensor, image_size, config: AugmentConfig, seed=Non
         Zhong et al., "Random Erasing Data Augmentation", AAAI 2020 (random erasing);
         CCAN paper (resize 288x144 then random-crop 256x128).
     """
-    size = _check_size(image_size)
+    size = check_int_tuple("image_size", image_size, 2)
     if not isinstance(config, AugmentConfig):
         raise ValueError(f"config must be an AugmentConfig, got {type(config).__name__}")
     if seed is None:
@@ -257,7 +223,7 @@ def augment_batch(images: tf.Tensor, image_size, config: AugmentConfig, seed=Non
         raise ValueError(f"images must be [n, h, w, 3], got shape {images.shape}")
     src = resize_size(size, config)
     if tuple(images.shape[1:3]) != src:
-        images = tf.image.resize(images, src, method="bilinear", antialias=False)
+        images = resize_image(images, src)
     n = tf.shape(images)[0]
     images = _geometry(images, size, config, n, seeds[0:5])
     if config.color_jitter > 0:

@@ -32,24 +32,9 @@ import shutil
 
 import tensorflow as tf
 
-__all__ = ["CheckpointKeeper", "model_variables"]
+from tfreid.runs import model_variables
 
-
-def model_variables(model) -> dict:
-    """Every variable of `model` keyed by its Keras path (e.g. ``stem/bn/moving_mean``).
-
-    Checkpoints hold this dict rather than the model object: `tf.train.Checkpoint(model=model)`
-    follows TF object tracking, which does not reach the sublayers of custom Keras 3 layers, so
-    most weights (and every nested BN moving statistic) would silently be left out. Keys are the
-    stable layer names, so a rebuilt model restores by name whatever the build order.
-    """
-    variables = {v.path.replace("/", "."): v for v in model.weights}
-    if len(variables) != len(model.weights):
-        paths = [v.path for v in model.weights]
-        dupes = sorted({p for p in paths if paths.count(p) > 1})
-        raise ValueError(f"model {model.name!r} has variables with the same path {dupes[:3]}; "
-                         "give its layers unique names")
-    return variables
+__all__ = ["CheckpointKeeper"]
 
 
 class CheckpointKeeper:

@@ -1,52 +1,14 @@
-"""Feature extraction and retrieval evaluation of a model on a dataset's query/gallery splits."""
+"""Retrieval evaluation of a model on a dataset's query/gallery splits."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from tfreid import metrics
-from tfreid.data.pipeline import BadImageReport, build_eval_dataset
-
-
-def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bool = False,
-                     on_bad_image: str = "error", report: BadImageReport | None = None) -> np.ndarray:
-    """Embed `samples` in order with an images -> embedding model, batched.
-
-    Args:
-        embed: a Keras model mapping normalised images `[B, H, W, 3]` to `[B, D]`.
-        samples: list of `Sample`.
-        image_size: `(H, W)` model input size.
-        batch_size: images per forward pass (bounds memory).
-        flip: average the embeddings of each image and its horizontal mirror (test-time
-            augmentation); the average is taken on the embeddings as the model outputs them.
-        on_bad_image: `"error"` or `"skip"` as in the pipeline (a skipped image keeps its row,
-            embedded from a placeholder; its path is recorded in `report`).
-        report: the `BadImageReport` to fill.
-
-    Returns:
-        float32 array `[len(samples), D]`.
-    """
-
-    height, width = (int(v) for v in image_size)
-
-    # One trace for every batch size (the last batch is usually partial).
-    @tf.function(input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)])
-    def forward(images):
-        features = tf.cast(embed(images, training=False), tf.float32)
-        if flip:
-            mirrored = tf.cast(embed(tf.reverse(images, axis=[2]), training=False), tf.float32)
-            features = (features + mirrored) / 2.0
-        return features
-
-    dataset = build_eval_dataset(samples, image_size=tuple(image_size), batch_size=batch_size,
-                                 on_bad_image=on_bad_image, report=report)
-    chunks = [forward(images).numpy() for images in dataset]
-    if not chunks:
-        raise ValueError("no images to embed (empty split)")
-    return np.concatenate(chunks, axis=0)
+from tfreid.data.pipeline import BadImageReport
+from tfreid.inference import extract_features
 
 
 def evaluate(embed, dataset, image_size, *, metric: str = "euclidean", rerank: bool = False,

@@ -88,9 +88,3 @@ def build_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> keras.optimi
     if cfg.name == "sgd":
         return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
     raise ValueError(f"optim.name must be adam, adamw or sgd; got {cfg.name!r}")
-
-
-def current_lr(optimizer) -> float:
-    """The learning rate the optimizer applies at its current iteration."""
-    # Keras 3 evaluates the schedule at `optimizer.iterations` in this property.
-    return float(ops.convert_to_numpy(optimizer.learning_rate))

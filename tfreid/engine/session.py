@@ -1,18 +1,18 @@
 """One training run from a resolved `Config`: strategy, model, data, train, evaluate, export.
 
-Writes the run directory of DESIGN.md §3: `config.yaml`, `checkpoints/`, `logs/`, `metrics.json`
-(+ `metrics_init.json`, the random-initialisation reference) and the SavedModel export.
+Writes the run directory (`tfreid.runs`): `config.yaml`, `run.json`, `checkpoints/`, `logs/`,
+`metrics_init.json` (the random-initialisation reference), `metrics.json`, `bad_images.txt`
+(only when images were skipped) and the SavedModel export.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import keras
 import tensorflow as tf
 
-from tfreid.data.pipeline import build_train_dataset
+from tfreid.data.pipeline import BadImageReport, build_train_dataset
 from tfreid.data.transforms import AugmentConfig
 from tfreid.engine import evaluator
 from tfreid.engine.freeze import BackboneFreezer
@@ -23,6 +23,7 @@ from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, res
 from tfreid.engine.trainer import LossTerm, Trainer
 from tfreid.losses import build_loss
 from tfreid.models import build_model, embedding_model
+from tfreid.runs import RunDir
 
 METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 
@@ -59,15 +60,20 @@ def _seed_and_policy(cfg) -> None:
 
 
 def build_loss_terms(cfg, num_classes: int | None = None) -> list[LossTerm]:
-    """Loss terms of `cfg`; a center loss without `num_classes` in its kwargs gets `num_classes`
-    (the dataset's training identities), so one recipe works on every dataset."""
-    def kwargs(t):
-        if t.type == "center_loss" and num_classes is not None:
-            return {"num_classes": num_classes, **t.kwargs}
-        return t.kwargs
-
-    return [LossTerm(name=t.name, output_key=t.output, fn=build_loss(t.type, **kwargs(t)),
+    """Loss terms of `cfg`; a loss that needs `num_classes` and whose kwargs leave it out gets
+    the dataset's training identities, so one recipe works on every dataset."""
+    return [LossTerm(name=t.name, output_key=t.output,
+                     fn=build_loss(t.type, dataset_num_classes=num_classes, **t.kwargs),
                      weight=t.weight) for t in cfg.losses]
+
+
+def check_loss_outputs(cfg, model) -> None:
+    """Every loss term of `cfg` reads an output `model` has (ValueError naming the term)."""
+    outputs = model.output if isinstance(model.output, dict) else {}
+    for t in cfg.losses:
+        if t.output not in outputs:
+            raise ValueError(f"loss term {t.name!r}: output {t.output!r} is not an output of "
+                             f"model {cfg.model.name!r}; its outputs: {', '.join(sorted(outputs))}")
 
 
 def augment_config(cfg) -> AugmentConfig:
@@ -90,13 +96,7 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
     and evaluates; the other workers return ``{"steps", "epoch", ..., "is_chief": False}``."""
     strategy = setup_runtime(cfg)
     chief = worker_info(strategy).is_chief
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run_dir / "config.yaml")
-        # What `python -m tfreid.evaluate/export` need to rebuild the exact network of this run.
-        (run_dir / "run.json").write_text(json.dumps({
-            "model": cfg.model.name, "num_classes": dataset.num_train_pids,
-            "input_size": [cfg.data.height, cfg.data.width], "model_kwargs": cfg.model.kwargs}))
+    files = RunDir.create(run_dir, cfg, dataset.num_train_pids) if chief else RunDir(run_dir)
     image_size = (cfg.data.height, cfg.data.width)
     steps_per_epoch = len(dataset.train) // cfg.batch_size
     total_steps = cfg.train.epochs * steps_per_epoch
@@ -107,8 +107,10 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         overrides = dict(cfg.model.kwargs)
         if cfg.model.backbone_weights:
             overrides["backbone_weights"] = cfg.model.backbone_weights
-        return build_model(cfg.model.name, dataset.num_train_pids,
-                           input_shape=(*image_size, 3), **overrides)
+        model = build_model(cfg.model.name, dataset.num_train_pids,
+                            input_shape=(*image_size, 3), **overrides)
+        check_loss_outputs(cfg, model)  # before any evaluation or training step
+        return model
 
     with strategy.scope():  # stateful losses (center loss) create mirrored variables
         loss_terms = build_loss_terms(cfg, dataset.num_train_pids)
@@ -125,20 +127,23 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs))
     start_step = trainer.restore() if resume else 0
 
-    init_path = run_dir / "metrics_init.json"
-    if chief and cfg.train.eval_at_start and start_step == 0 and not init_path.exists():
+    if chief and cfg.train.eval_at_start and start_step == 0 and not files.has_metrics(init=True):
         print("Evaluating the randomly initialised network for reference ...")
-        init_path.write_text(json.dumps(evaluate_model(trainer.model, dataset, cfg), indent=2))
+        files.write_metrics(evaluate_model(trainer.model, dataset, cfg), init=True)
+
+    bad_images = BadImageReport()
 
     def dataset_fn(start):
         return build_train_dataset(
             dataset.train, image_size=image_size, p=cfg.data.p, k=cfg.data.k,
             seed=cfg.train.seed, augment=augment_config(cfg), start_step=start,
             on_bad_image=cfg.data.on_bad_image, deterministic=cfg.train.deterministic,
-            random_erasing_start_epoch=cfg.data.random_erasing_start_epoch,
+            report=bad_images, random_erasing_start_epoch=cfg.data.random_erasing_start_epoch,
             sampler=cfg.data.sampler)
 
     result = trainer.fit(dataset_fn)
+    if chief:
+        files.write_bad_images(bad_images.paths)
     summary = {"steps": result.steps, "epoch": round(result.epochs, 3),
                "images_per_second": round(result.images_per_second, 1),
                "stopped_early": result.stopped_early}
@@ -153,11 +158,11 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
                "num_query": final["num_query"], "num_gallery": final["num_gallery"],
                "losses": result.losses}
     rows = {"trained": final}
-    if init_path.exists():
-        init = json.loads(init_path.read_text())
+    if files.has_metrics(init=True):
+        init = files.read_metrics(init=True)
         metrics["init"] = {k: init[k] for k in METRIC_KEYS}
         rows = {"random init": init, "trained": final}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    files.write_metrics(metrics)
     print(f"\n{cfg.model.name} on {cfg.data.dataset}: {len(dataset.query)} queries, "
           f"{len(dataset.gallery)} gallery images, {result.steps} steps")
     print(evaluator.format_table(rows))
@@ -170,6 +175,6 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
             metadata={"distance": cfg.eval.metric, "dataset": cfg.data.dataset,
                       "run_dir": str(run_dir), "metrics": {k: metrics[k] for k in METRIC_KEYS}})
         metrics["export"] = str(path)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        files.write_metrics(metrics)
         print(f"exported SavedModel: {path}")
     return metrics

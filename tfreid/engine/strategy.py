@@ -2,7 +2,7 @@
 
 On a machine without GPUs, ``configure_cpu_replicas(n)`` splits the CPU into ``n`` logical
 devices so the multi-replica code path (per-replica batches, cross-replica gradient and
-BatchNorm reductions) runs — and is tested — everywhere (DESIGN §4).
+BatchNorm reductions) runs — and is tested — everywhere.
 
 Example:
     >>> from tfreid.engine.strategy import configure_cpu_replicas, create_strategy
@@ -26,17 +26,11 @@ import os
 import keras
 import tensorflow as tf
 
+from tfreid.checks import check_int, check_worker_hosts
+
 __all__ = ["configure_cpu_replicas", "create_strategy", "enable_sync_batchnorm",
            "tf_config_from_hosts", "tf_config_from_env", "resolve_tf_config", "WorkerInfo",
            "worker_info", "task_from_tf_config"]
-
-
-def _check_replicas(name: str, value, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}; "
-                         f"received {value!r}.")
 
 
 def configure_cpu_replicas(n: int) -> None:
@@ -57,7 +51,7 @@ def configure_cpu_replicas(n: int) -> None:
         >>> len(tf.config.list_logical_devices("CPU"))
         2
     """
-    _check_replicas("n", n, allow_none=False)
+    check_int("n", n)
     cpu = tf.config.list_physical_devices("CPU")[0]
     current = tf.config.get_logical_device_configuration(cpu)
     # `None` means "never configured": one logical device per physical CPU.
@@ -111,7 +105,7 @@ def create_strategy(replicas: int | None = None,
         >>> with strategy.scope():
         ...     model = build_model("hacnn", num_classes=751)
     """
-    _check_replicas("replicas", replicas, allow_none=True)
+    check_int("replicas", replicas, allow_none=True)
     if tf_config is not None:
         if replicas not in (None, 1):
             raise ValueError(f"`replicas`={replicas} cannot be combined with multi-worker "
@@ -146,7 +140,7 @@ def enable_sync_batchnorm(model: keras.Model) -> int:
     """Switches every Keras ``BatchNormalization`` layer of ``model`` to synchronized statistics.
 
     With synchronized BN the batch mean/variance are all-reduced over the replicas, so a global
-    batch split over N replicas normalises exactly like the same batch on one replica (DESIGN §4).
+    batch split over N replicas normalises exactly like the same batch on one replica.
     Nested models/layers are included. Safe to call after the model is built: the flag is read
     when the training step is traced.
 
@@ -190,22 +184,10 @@ def tf_config_from_hosts(worker_hosts, task_index: int) -> dict:
         >>> tf_config_from_hosts("10.0.0.1:2222,10.0.0.2:2222", 1)["task"]
         {'type': 'worker', 'index': 1}
     """
-    hosts = worker_hosts.split(",") if isinstance(worker_hosts, str) else worker_hosts
-    if not isinstance(hosts, (list, tuple)) or not hosts:
-        raise ValueError("`worker_hosts` must be 'host:port,host:port,...' or a list of "
-                         f"'host:port'; received {worker_hosts!r}.")
-    hosts = [str(h).strip() for h in hosts]
-    for h in hosts:
-        host, sep, port = h.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"`worker_hosts`: {h!r} is not of the form host:port "
-                             f"(received {worker_hosts!r}).")
-    if len(set(hosts)) != len(hosts):
-        raise ValueError(f"`worker_hosts` lists a host:port twice; received {worker_hosts!r}.")
-    if isinstance(task_index, bool) or not isinstance(task_index, int) or not (
-            0 <= task_index < len(hosts)):
-        raise ValueError(f"`task_index` must be an integer in [0, {len(hosts) - 1}] (a position "
-                         f"in worker_hosts); received {task_index!r}.")
+    if worker_hosts is None or task_index is None:
+        raise ValueError("`worker_hosts` and `task_index` are both required, received "
+                         f"worker_hosts={worker_hosts!r}, task_index={task_index!r}.")
+    hosts = check_worker_hosts(worker_hosts, task_index)
     return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}}
 
 
@@ -235,10 +217,7 @@ def resolve_tf_config(worker_hosts=None, task_index: int | None = None) -> dict 
         ValueError: both ``worker_hosts`` and ``TF_CONFIG`` are given, or only one of
             ``worker_hosts``/``task_index``, or either is malformed.
     """
-    if (worker_hosts is None) != (task_index is None):
-        raise ValueError("`worker_hosts` and `task_index` go together (train.worker_hosts / "
-                         f"train.task_index); received worker_hosts={worker_hosts!r}, "
-                         f"task_index={task_index!r}.")
+    check_worker_hosts(worker_hosts, task_index)
     env = tf_config_from_env()
     if worker_hosts is not None:
         if env is not None:

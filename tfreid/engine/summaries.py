@@ -2,31 +2,29 @@
 
 :class:`ScalarLogger` writes every scalar to ``<logdir>/events.out.tfevents.*`` (``tf.summary``)
 and appends it to ``<logdir>/scalars.jsonl`` as
-``{"step": int, "tag": str, "value": float, "wall_time": float}``, so plotting tools
-(``tfreid.visualize``) can read curves without the TensorBoard reader.
+``{"step": int, "tag": str, "value": float, "wall_time": float}`` (``tfreid.runs.scalar_line``),
+so plotting tools read curves without the TensorBoard reader (``tfreid.runs.read_scalars``).
 :class:`RunningStats` keeps the per-step losses/timings the trainer logs as window means.
 
 Example:
     >>> logger = ScalarLogger("runs/hacnn/logs")
     >>> logger.log(20, {"loss/total": 6.1, "learning_rate": 5e-4})
     >>> logger.close()
-    >>> read_scalars("runs/hacnn/logs/scalars.jsonl")["loss/total"]
+    >>> tfreid.runs.read_scalars("runs/hacnn/logs/scalars.jsonl")["loss/total"]
     [(20, 6.1)]
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["ScalarLogger", "NullLogger", "RunningStats", "read_scalars", "SCALARS_FILE"]
+from tfreid.runs import SCALARS_FILE, scalar_line
 
-SCALARS_FILE = "scalars.jsonl"
+__all__ = ["ScalarLogger", "NullLogger", "RunningStats"]
 
 # `tf.summary.scalar` needs the `tensorboard` pip package (not a dependency of tensorflow-cpu
 # 2.21). This metadata is exactly what tensorboard's scalar v2 op attaches (plugin "scalars",
@@ -69,9 +67,7 @@ class ScalarLogger:
                 value = float(value)
                 tf.summary.write(tag, tf.constant(value, tf.float32),
                                  metadata=_SCALAR_METADATA)
-                lines.append(json.dumps({"step": int(step), "tag": str(tag),
-                                         "value": value if math.isfinite(value) else None,
-                                         "wall_time": wall_time}))
+                lines.append(scalar_line(step, tag, value, wall_time))
         self._writer.flush()
         if lines:
             self._jsonl.write("\n".join(lines) + "\n")
@@ -94,38 +90,6 @@ class NullLogger:
 
     def close(self) -> None:
         """Nothing to close."""
-
-
-def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
-    """Reads a ``scalars.jsonl`` file into ``{tag: [(step, value), ...]}`` in file order.
-
-    Args:
-        path: the ``scalars.jsonl`` file, or the log directory holding it.
-
-    Returns:
-        Mapping tag -> list of (step, value); ``null`` values come back as NaN.
-
-    Raises:
-        FileNotFoundError: no such file.
-    """
-    path = str(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, SCALARS_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"scalars file not found: {path} (expected a {SCALARS_FILE} "
-                                "written by ScalarLogger, or its directory).")
-    out: dict[str, list[tuple[int, float]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a killed process; the rest of the file is intact
-            value = float("nan") if rec["value"] is None else float(rec["value"])
-            out.setdefault(rec["tag"], []).append((int(rec["step"]), value))
-    return out
 
 
 class RunningStats:

@@ -1,4 +1,4 @@
-"""Model- and data-agnostic distributed training loop (DESIGN §3, §4).
+"""Model- and data-agnostic distributed training loop.
 
 The :class:`Trainer` builds a model and optimizer inside a ``tf.distribute`` strategy, runs one
 traced train step per global batch (``strategy.run``), checkpoints to ``<output_dir>/checkpoints``
@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfreid.checks import check_int
 from tfreid.engine.checkpoint import CheckpointKeeper
 from tfreid.engine.malloc import keep_tensor_memory
 from tfreid.engine.strategy import enable_sync_batchnorm, worker_info
@@ -91,14 +92,6 @@ class TrainResult:
     losses: dict[str, float]
     stopped_early: str | None
     eval_metrics: dict = dataclasses.field(default_factory=dict)
-
-
-def _positive_int(name, value, minimum=1, allow_none=False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}"
-                         f"{' or None' if allow_none else ''}; received {value!r}.")
 
 
 def _validate_terms(loss_terms):
@@ -175,8 +168,8 @@ class Trainer:
                                      ("checkpoint_every", checkpoint_every, 0),
                                      ("keep_checkpoints", keep_checkpoints, 1),
                                      ("log_every", log_every, 1), ("eval_every", eval_every, 0)):
-            _positive_int(name, value, minimum)
-        _positive_int("max_steps", max_steps, allow_none=True)
+            check_int(name, value, minimum)
+        check_int("max_steps", max_steps, allow_none=True)
         replicas = strategy.num_replicas_in_sync
         if global_batch_size % replicas:
             raise ValueError(f"`global_batch_size`={global_batch_size} is not divisible by the "

@@ -4,18 +4,12 @@
         [--quantize none|float16|dynamic|int8|all ...] [--output saved_models] [--version N]
         [--calibration-images 128]
 
-Layout under `--output` (one version number shared by every format written in one call; the
-next number free in all three folders by default; an existing version is never overwritten):
-
-    <output>/<model>/<version>/                 SavedModel, TF Serving layout (base path
-                                                <output>/<model>)
-    <output>/<model>-tflite/<version>/<model>-<quantize>.tflite  (+ .json sidecar)
-    <output>/<model>-keras/<version>/<model>.keras               (+ .json sidecar)
-
-TFLite/`.keras` live in sibling folders so TF Serving, which loads every numeric folder under
-its base path, only ever sees SavedModels. `--quantize` applies to TFLite (repeatable, or
-`all`); default `none` for `--format tflite` and all four variants for `--format all`. int8
-calibrates on `--calibration-images` training images of the run's dataset (config.yaml).
+Writes under `--output` as `tfreid.export.run_export.export_run` lays it out: the SavedModel in
+`<output>/<model>/<version>/`, TFLite and `.keras` files in the sibling folders `<model>-tflite/`
+and `<model>-keras/`; one version number for all, the next free one by default, never an
+existing one. `--quantize` applies to TFLite (repeatable, or `all`); default `none` for
+`--format tflite` and all four variants for `--format all`. int8 calibrates on
+`--calibration-images` training images of the run's dataset (config.yaml).
 
 Exit status 0 on success, 2 on bad input (message on stderr; `TFREID_DEBUG=1` re-raises).
 """
@@ -23,9 +17,7 @@ Exit status 0 on success, 2 on bad input (message on stderr; `TFREID_DEBUG=1` re
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pathlib
 import sys
 
 FORMATS = ("savedmodel", "tflite", "keras", "all")
@@ -48,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _resolve(args) -> tuple[list[str], list[str]]:
+    from tfreid.checks import check_int
     from tfreid.export.tflite import QUANTIZATIONS
 
     if args.format not in FORMATS:
@@ -60,98 +53,18 @@ def _resolve(args) -> tuple[list[str], list[str]]:
     if args.quantize and "tflite" not in formats:
         raise ValueError(f"--quantize applies to TFLite only; got --format {args.format}")
     quantize = list(QUANTIZATIONS) if "all" in quantize else list(dict.fromkeys(quantize))
-    if args.version is not None and args.version < 1:
-        raise ValueError(f"--version must be a positive integer, got {args.version}")
+    check_int("--version", args.version, allow_none=True)
     if {"int8", "dynamic"} & set(quantize) and "tflite" in formats \
             and not 1 <= args.calibration_images <= 10000:
         raise ValueError(f"--calibration-images must be in 1..10000, got {args.calibration_images}")
     return formats, quantize
 
 
-def export_run(run_dir, formats, quantize=("none",), output="saved_models", version=None,
-               checkpoint=None, calibration_images: int = 128) -> dict[str, str]:
-    """Export a run's checkpoint in `formats`; returns `{label: path}` of what was written.
-
-    Args:
-        run_dir: training run directory.
-        formats: subset of `("savedmodel", "tflite", "keras")`.
-        quantize: TFLite variants (subset of `tfreid.export.tflite.QUANTIZATIONS`).
-        output: export root.
-        version: shared version number; default the next free one across the format folders.
-        checkpoint: checkpoint prefix; default the run's latest.
-        calibration_images: images of the run's training split used to calibrate int8 and to
-            check the dynamic-range model (`tfreid.export.dynamic_precision`).
-
-    Example:
-        >>> export_run("runs/hacnn-synthetic-x", ["tflite"], ["int8"], output="/tmp/exports")
-    """
-    from tfreid.engine.run_dir import load_run
-    from tfreid.export import keras_file, savedmodel, tflite
-    from tfreid.models import embedding_model
-
-    run_dir = pathlib.Path(run_dir)
-    try:
-        cfg, model, checkpoint = load_run(run_dir, checkpoint)
-    except (IndexError, OSError) as err:  # a truncated/garbled checkpoint file
-        if isinstance(err, FileNotFoundError):
-            raise
-        import tensorflow as tf
-
-        name = checkpoint or tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
-        raise ValueError(f"cannot restore checkpoint {name} of {run_dir} (corrupt or truncated "
-                         f"file?): {type(err).__name__}: {err}") from None
-    embed = embedding_model(model)
-    name, size = cfg.model.name, (cfg.data.height, cfg.data.width)
-    output = pathlib.Path(output)
-    dirs = {"savedmodel": output / name, "tflite": output / f"{name}-tflite",
-            "keras": output / f"{name}-keras"}
-    if version is None:
-        version = max(savedmodel.next_version(dirs[f]) for f in formats)
-    for f in formats:  # fail before writing anything
-        if (dirs[f] / str(version)).exists():
-            raise FileExistsError(f"{dirs[f] / str(version)} already exists; exports never "
-                                  "overwrite a version (omit --version for the next free one)")
-    metrics_path = run_dir / "metrics.json"
-    run_metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metadata = {"model": name, "distance": cfg.eval.metric, "dataset": cfg.data.dataset,
-                "run_dir": str(run_dir), "checkpoint": str(checkpoint),
-                "metrics": {k: run_metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")
-                            if k in run_metrics}}
-    written = {}
-    if "savedmodel" in formats:
-        written["savedmodel"] = savedmodel.export_savedmodel(
-            embed, output, name, size, version=version, metadata=metadata)
-    if "tflite" in formats:
-        calibration = None
-        if {"int8", "dynamic"} & set(quantize):
-            from tfreid.data import build_dataset
-
-            data = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
-            calibration = tflite.representative_images(data.train, size, calibration_images,
-                                                       seed=cfg.train.seed)
-        frozen = tflite.frozen_function(embed, size)  # traced once for every variant
-        with savedmodel.version_dir(dirs["tflite"], version) as tmp:
-            for q in quantize:
-                label = "float32" if q == "none" else q
-                float32 = tmp / f"{name}-float32.tflite"  # dynamic compares with it
-                tflite.export_tflite(embed, tmp / f"{name}-{label}.tflite", size, q, calibration,
-                                     metadata={**metadata, "calibration_images": None
-                                               if q not in ("int8", "dynamic")
-                                               else int(len(calibration))}, frozen=frozen,
-                                     float32=float32.read_bytes() if float32.is_file() else None)
-        for q in quantize:
-            label = "float32" if q == "none" else q
-            written[f"tflite-{label}"] = dirs["tflite"] / str(version) / f"{name}-{label}.tflite"
-    if "keras" in formats:
-        with savedmodel.version_dir(dirs["keras"], version) as tmp:
-            keras_file.export_keras(embed, tmp / f"{name}.keras", size, metadata=metadata)
-        written["keras"] = dirs["keras"] / str(version) / f"{name}.keras"
-    return {k: str(v) for k, v in written.items()}
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        from tfreid.export.run_export import export_run
+
         formats, quantize = _resolve(args)
         written = export_run(args.run, formats, quantize, args.output, args.version,
                              args.checkpoint, args.calibration_images)

@@ -1,57 +1,30 @@
 """Dynamic-range quantisation that keeps the embedding within the parity bound.
 
-Dynamic-range quantisation stores every large weight tensor as int8 (per output channel) and
-quantises each such op's input on the fly (one scale per tensor). Two places cannot afford it:
-
-- **The embedding head.** The FC (or conv) reading a globally pooled vector quantises that
-  vector with one scale, set by its largest channel, and a BNNeck then multiplies each channel by
-  gamma / sigma (up to 20x on the trained ADFL): the low-range channels' rounding becomes a large
-  part of the embedding (trained ADFL, 200 test images: plain dynamic cosine min 0.99917 / mean
-  0.99957 with float32; its bottleneck FC kept float32: 0.99945 / 0.99981; the early weights
-  below do not help it: 32 of them restored, 0.99937 / 0.99961). These are the weights read by
-  the ops of `tfreid.export.int8_ranges.embedding_head_slice`.
-- **The first layers of deep networks.** Their weights' rounding travels through everything
-  after them: on the trained CCAN (BN-Inception, 128x64, 252 quantised tensors in 170 groups,
-  see below), minimum cosine with the float32 model on 400 test images 0.9916 plain, 0.9980
-  with the first 4 groups float32, 0.9991 with 16, 0.9996 with 32, 0.9998 with 64 (94 tensors,
-  27% of the weights; the head's two tensors float32 in each case, which alone change nothing).
-- **Weights that read the same activation** (the `W_f, W_g, W_h` projections of a CCAN
-  attention layer, the first convolutions of an inception block's branches) share its on-the-fly
-  quantisation, so their errors are correlated and partly cancel downstream (in ``g f^T``):
-  on the trained CCAN, 64 calibration images, mean error (1 - cosine) 4.6e-4 with its first 8
-  weights float32, 1.1e-3 with its 16th, a symmetric self-attention ``W_g``, float32 as well,
-  4.6e-4 with all of that layer's weights float32. They are restored together, as one
-  group.
-
-`keep_weights_float` therefore restores float32 weights where the calibration images (training
-images) show they are needed: the head's weights if that removes a tenth of the mean error, then
-the first ``k`` other groups in execution order for the smallest ``k`` in 1, 2, 4, 8, ... that
-brings the minimum cosine with the float32 model to ``min_cosine``, stopping earlier when
-doubling ``k`` no longer helps (what is left is the on-the-fly activation quantisation, which
-float weights do not remove) or when it would make more than half of the quantised weights
-float32 (the model would be float32 in all but name: use the float16 export). Models that
-already meet the target (CAN, AANet) keep every int8 weight.
+Dynamic-range quantisation stores every large weight tensor as int8 and quantises each op's
+input on the fly. Three kinds of weights cannot always afford it: the embedding head's (a
+BNNeck scales up the rounding of low-range channels), the first layers' of deep networks (their
+rounding travels through everything after them) and, with them, the other weights reading the
+same activation (their errors are correlated, so they are restored as one group).
+`keep_weights_float` gives such weights back their float32 values where the calibration images
+show the embedding needs it. The measurements behind the thresholds: docs/export.md.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tfreid.export.flatbuffer import FLOAT32, INT8, is_constant, read_model, write_model
+from tfreid.export.int8_ranges import embedding_head_ops
+
 __all__ = ["MAX_FLOAT_SHARE", "MIN_COSINE", "MIN_GAIN", "keep_weights_float"]
 
 # Ten times below the deployment bound's error (0.999 per image): the calibration images are
-# training images, and unseen images have a longer tail (trained ADFL, bottleneck FC float32:
-# worst of 128 calibration images 0.99986, worst of 1,948 test images 0.99893).
+# training images, and unseen images have a longer tail.
 MIN_COSINE = 0.9999
-# Restoring more float32 weights must remove at least this fraction of the mean embedding error
-# (1 - cosine) on the calibration images to be worth it; a doubling that removes less stops the
-# search (the rest of the error is not in the weights). The mean, not the minimum, decides: the
-# minimum over ~128 images rests on one image and barely moves while the error drops elsewhere.
+# A step must remove this fraction of the mean error (1 - cosine) to be taken; the mean decides
+# because the minimum over ~128 images rests on one image.
 MIN_GAIN = 0.1
-# At most this fraction of the quantised weights' elements is given back float32 values: beyond
-# it the file is closer to float32 than to dynamic. (Trained CCAN: 0.9999 on the calibration
-# images would take 128 of its 170 groups, 59% of the weights; the 64 groups the share allows,
-# 27%, give minimum cosine 0.99974 on the 1,948 test images.)
+# Beyond this share of float32 weights the file is closer to float32 than to dynamic.
 MAX_FLOAT_SHARE = 0.5
 
 
@@ -80,17 +53,14 @@ def _quantized_weights(model) -> tuple[list[int], list[list[int]]]:
     """The int8 constant tensors: ``(head, groups)``, the indices of the ones the embedding head
     reads and the others grouped by the activation their op reads (first input), each ordered
     by first reader (execution order)."""
-    from tfreid.export.int8_ranges import embedding_head_ops
-    from tfreid.export.tflite_rewrite import _is_constant
-
     graph = model.subgraphs[0]
     in_head = embedding_head_ops(model, graph)
     head, by_input, seen = [], {}, set()
     for i, op in enumerate(graph.operators):
         for t in op.inputs:
             tensor = graph.tensors[t] if t >= 0 else None
-            if tensor is not None and tensor.type == 9 and _is_constant(model, tensor) \
-                    and t not in seen:  # 9 = TensorType.INT8
+            if tensor is not None and tensor.type == INT8 and is_constant(model, tensor) \
+                    and t not in seen:
                 seen.add(t)
                 target = head if i in in_head else by_input.setdefault(int(op.inputs[0]), [])
                 target.append(int(t))
@@ -99,8 +69,6 @@ def _quantized_weights(model) -> tuple[list[int], list[list[int]]]:
 
 def _restore(dynamic: bytes, float32: bytes, indices) -> bytes:
     """`dynamic` with the int8 weight tensors `indices` given back their float32 values."""
-    from tfreid.export.tflite_rewrite import read_model, write_model
-
     model, reference = read_model(dynamic), read_model(float32)
     originals = {t.name: t for t in reference.subgraphs[0].tensors}
     graph = model.subgraphs[0]
@@ -110,7 +78,7 @@ def _restore(dynamic: bytes, float32: bytes, indices) -> bytes:
         if original is None or list(original.shape) != list(tensor.shape):
             raise ValueError(f"no float32 counterpart for weight {tensor.name!r}")
         model.buffers[tensor.buffer].data = reference.buffers[original.buffer].data
-        tensor.type, tensor.quantization = 0, None  # 0 = FLOAT32: the op runs in float again
+        tensor.type, tensor.quantization = FLOAT32, None  # the op runs in float again
     return write_model(model)
 
 
@@ -139,8 +107,6 @@ def keep_weights_float(dynamic: bytes, float32: bytes, images: np.ndarray,
         `(model_bytes, n)`: the model and how many weight tensors were restored (0: `dynamic`
         unchanged).
     """
-    from tfreid.export.tflite_rewrite import read_model
-
     parsed = read_model(dynamic)
     head, groups = _quantized_weights(parsed)
     tensors = parsed.subgraphs[0].tensors

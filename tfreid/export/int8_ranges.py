@@ -1,42 +1,25 @@
-"""int8 TFLite quantisation that XNNPACK accepts and that keeps HA-CNN's sampling exact enough.
+"""int8 TFLite quantisation that XNNPACK accepts and that keeps the embedding within its bound.
 
-Two adjustments between calibration and quantisation (``converter._experimental_calibrate_only``
-then `mlir_quantize`, the converter's own two steps, also used by `tf.lite.experimental.
-QuantizationDebugger`):
+`quantize_int8` calibrates with the converter, then adjusts the model before quantising it:
 
-1. `widen_degenerate_ranges`. Why: post-training int8 quantisation gives every activation tensor the scale
-``(max - min) / 255`` of the values seen on the representative images. A tensor that is (almost)
-constant zero on all of them — a "dead" ReLU, e.g. HA-CNN's one-channel soft spatial attention
-map when its 1x1 conv weight and BN shift are negative — gets a calibrated range of ~0, which
-the converter only nudges to ``[0, 2e-6]`` (scale 7.8e-9). That is a valid quantisation of a
-zero tensor, and LiteRT's reference kernels run it, but XNNPACK's int8 kernels bound the ratios
-between the scales of connected tensors (a convolution needs
-``input_scale * filter_scale / output_scale < 256``; ADD needs each
-``input_scale / output_scale`` in ``[2^-10, 2^8)``; MUL and MEAN have similar windows), so the
-delegate fails to prepare the whole graph ("failed to create XNNPACK runtime") and the model runs
-several times slower on the builtin kernels.
+1. `widen_degenerate_ranges`: an activation whose calibrated range is (almost) zero — a dead
+   ReLU — is given the range its producer's inputs imply, so XNNPACK's bounds on the ratios of
+   connected scales hold (a zero tensor stays exactly zero).
+2. Float32 islands, the ops int8 cannot serve: the region sampler's sampling weights
+   (`matmul_weight_slice`), self-attention's softmax (`softmax_attention_slice`), the embedding
+   head's pools, concatenations and BN (`embedding_head_slice`) and the ops XNNPACK has no int8
+   kernel for (`xnnpack_float_only`). Every convolution, max pool, fully connected layer and
+   other feature tensor is int8.
 
-The fix keeps the network and the calibration and changes only such degenerate ranges: every
-activation range whose width is below 2^-10 of the scale its
-producing op gives it from its inputs (`_reference_width`) is widened to that scale (zero stays
-inside, so a constant-zero tensor is still exactly zero); then `mlir_quantize` quantises as the
-converter would have. Values inside a widened range are smaller than 1/4 of a quantisation step
-of the new range, i.e. below the quantisation noise its inputs already carry, so the parity
-bounds are unaffected (measured: see README, deployment).
-
-2. Float32 islands: `matmul_weight_slice`, the few ops computing the region sampler's sampling
-weights from the hard attention's translations (8 bits cannot hold sub-pixel coordinates over an
-80-row map; see the function); `softmax_attention_slice`, the energy matmul, softmax and
-weighted-sum matmul of self-attention (ADFL's Type I modules: 8 bits cannot hold the energies a
-softmax exponentiates); `embedding_head_slice`, the pools, concatenations and BN of the
-embedding head (one int8 scale cannot serve channels of very different ranges that a BNNeck
-then scales up); and `XNNPACK_FLOAT_ONLY`, cheap ops XNNPACK has no int8 kernel for. Every
-other convolution, max pool, fully connected layer and feature tensor is int8.
+The measurements behind each choice: docs/export.md.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from tfreid.export import tf_internals
+from tfreid.export.flatbuffer import constant_values, op_kinds, read_model, write_model
 
 __all__ = ["DEGENERATE_RATIO", "XNNPACK_FLOAT_ONLY", "embedding_head_ops", "embedding_head_slice",
            "matmul_weight_slice", "quantize_int8", "softmax_attention_slice",
@@ -57,14 +40,6 @@ _LINEAR = {"ADD", "SUB", "MEAN", "SUM", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESIZ
            "TRANSPOSE", "PAD", "PADV2", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "GATHER", "SQUEEZE",
            "EXPAND_DIMS", "RELU", "RELU6", "ABS", "NEG", "MAXIMUM", "MINIMUM", "REDUCE_MAX",
            "REDUCE_MIN", "BROADCAST_TO", "TILE", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"}
-
-
-def _constant(model, tensor) -> np.ndarray | None:
-    """The float values of a constant tensor (weights), None for activations."""
-    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-    if data is None or len(data) == 0 or tensor.type != 0:  # 0 = TensorType.FLOAT32
-        return None
-    return np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.float32)
 
 
 def _reference_width(op_name: str, inputs: list[tuple[float | None, np.ndarray | None]]) -> float:
@@ -95,14 +70,12 @@ def widen_degenerate_ranges(calibrated: bytes) -> tuple[bytes, list[dict]]:
 
     Args:
         calibrated: a float `.tflite` flatbuffer carrying calibration min/max per tensor (what
-            `TFLiteConverter` returns with `_experimental_calibrate_only = True`).
+            `tf_internals.calibrate` returns).
 
     Returns:
         `(model_bytes, changes)`: the patched flatbuffer and one dict per widened tensor
         (`tensor`, `op`, `old` range, `new` range).
     """
-    from tfreid.export.tflite_rewrite import read_model, write_model
-
     model = read_model(calibrated)
     changes = []
     for graph in model.subgraphs:
@@ -116,14 +89,14 @@ def widen_degenerate_ranges(calibrated: bytes) -> tuple[bytes, list[dict]]:
             return min(float(q.min[0]), 0.0), max(float(q.max[0]), 0.0)
 
         # execution order: inputs are final before their consumers
-        for op, name in zip(graph.operators, _op_kinds(model, graph)):
+        for op, name in zip(graph.operators, op_kinds(model, graph)):
             inputs = []
             for index in op.inputs:
                 if index < 0:
                     continue
                 span = calibrated_range(index)
                 inputs.append((span[1] - span[0], None) if span else
-                              (None, _constant(model, tensors[index])))
+                              (None, constant_values(model, tensors[index])))
             inputs = [(w, v) for w, v in inputs if w is not None or v is not None]
             reference = _reference_width(name, inputs)
             for index in op.outputs:
@@ -144,22 +117,9 @@ def widen_degenerate_ranges(calibrated: bytes) -> tuple[bytes, list[dict]]:
     return write_model(model), changes
 
 
-# Ops LiteRT's XNNPACK delegate (ai-edge-litert 2.x) has no int8 kernel for (measured: left to
-# the builtin kernels, each splitting XNNPACK's graph). Kept float32 they run inside XNNPACK
-# between a DEQUANTIZE and a QUANTIZE to the scale the int8 op would have had, which is at least
-# as accurate; HA-CNN: the Inception-A average pools and the L2 normalisation's RSQRT/MINIMUM
-# (int8 HA-CNN at batch 1: 15 -> 8 ms, fastest of 15 calls, shared CPU).
+# Ops LiteRT's XNNPACK delegate has no int8 kernel for: kept float32 they run inside XNNPACK
+# (between a DEQUANTIZE and a QUANTIZE) instead of splitting its graph.
 XNNPACK_FLOAT_ONLY = {"AVERAGE_POOL_2D", "RSQRT", "MINIMUM", "ABS"}
-
-
-def _op_kinds(model, graph) -> list[str]:
-    """The builtin name of each operator of `graph` ("CUSTOM" for custom ops)."""
-    from tfreid.export.tflite_rewrite import op_names
-
-    names = op_names()
-    return [names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                          model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode), "CUSTOM")
-            for op in graph.operators]
 
 
 def _links(graph) -> tuple[dict[int, int], dict[int, list[tuple[int, int]]]]:
@@ -181,24 +141,17 @@ def matmul_weight_slice(calibrated: bytes) -> list[str]:
     """Output tensor names of the ops that only compute data-dependent BATCH_MATMUL left operands.
 
     HA-CNN's region sampler multiplies feature maps by tent-weight matrices computed from the
-    hard attention's translations: ``theta = tanh(FC(GAP(x)))`` -> sampling coordinates
-    ``pix = slope * j + (theta + 1 - s) * n / 2`` -> ``relu(1 - |pix - i|)``. Those are
-    sub-pixel coordinates over the whole feature map height (up to 80 rows): one int8 step of
-    ``pix - i`` is ~0.6 pixel and of theta ~0.3 pixel, so a full-integer graph samples the wrong
-    rows and the local half of the embedding drifts (measured on the trained HA-CNN: local-half
-    cosine 0.92, whole embedding 0.96 < the 0.98 bound). These ops act on ``[B, T, rows, H]``
-    tensors (a few thousand values) and are kept float32; the matmuls, the feature maps and every
-    convolution stay int8.
+    hard attention's translations (``theta`` -> sub-pixel sampling coordinates -> tent weights);
+    8 bits cannot hold those coordinates over a whole feature map, so these few thousand values
+    stay float32 while the matmuls, feature maps and convolutions are int8.
 
     The slice: walking back from each BATCH_MATMUL's first operand, every op whose outputs are
     used only inside the slice (or as that operand), stopping at convolutions and matmuls.
     """
-    from tfreid.export.tflite_rewrite import read_model
-
     model = read_model(calibrated)
     keep = []
     for graph in model.subgraphs:
-        ops, kinds = list(graph.operators), _op_kinds(model, graph)
+        ops, kinds = list(graph.operators), op_kinds(model, graph)
         _, consumers = _links(graph)
         outputs = {int(t) for t in graph.outputs}
         inside: set[int] = set()
@@ -223,24 +176,15 @@ def embedding_head_slice(calibrated: bytes) -> list[str]:
     whose map it pools, and the vector ops after the pools (concatenation, BN, L2 normalisation
     ...) but the fully connected layers.
 
-    Per-tensor int8 gives a tensor one scale for all its channels. A globally max-pooled map and
-    the vectors after it have channels of very different ranges (trained ADFL: the AF branch's
-    last map reaches 40 in one channel, so its int8 step is 0.16, while many channels vary by a
-    few hundredths across images; a concatenation then forces that step on the other branch
-    too), and a BNNeck multiplies each channel by gamma / sigma (up to 20x there): their int8
-    rounding becomes a large part of the embedding (trained ADFL, 200 test images: mean cosine
-    0.951 with Keras fully integer, 0.994 with this slice and `softmax_attention_slice` float32).
-    A fully connected layer of the head stays int8: its output gets its own calibrated scale,
-    and its weights are most of the head's bytes (HA-CNN's two head FCs are a third of its
-    weights; float32, they would add 3 MB to its 3.3 MB int8 file for no measurable gain, and
-    0.003 of mean cosine on ADFL). The rest is a few thousand operations per image.
+    Per-tensor int8 gives a tensor one scale for all its channels; pooled maps and the vectors
+    after them have channels of very different ranges that a BNNeck then scales up. The fully
+    connected layers stay int8 (their outputs get their own scales; their weights are most of
+    the head's bytes).
     """
-    from tfreid.export.tflite_rewrite import read_model
-
     model = read_model(calibrated)
     out = []
     for graph in model.subgraphs:
-        kinds = _op_kinds(model, graph)
+        kinds = op_kinds(model, graph)
         out += [graph.tensors[int(t)].name.decode() for i in sorted(embedding_head_ops(model, graph))
                 if kinds[i] != "FULLY_CONNECTED" for t in graph.operators[i].outputs]
     return out
@@ -261,7 +205,7 @@ def embedding_head_ops(model, graph) -> set[int]:
     from the graph outputs through per-image vectors (rank <= 2) down to the global pools, plus
     the ops whose maps those pools read. (Pools inside the network, e.g. the GAP that predicts
     HA-CNN's hard-attention boxes, do not reach the output through vectors only.)"""
-    ops, kinds = graph.operators, _op_kinds(model, graph)
+    ops, kinds = graph.operators, op_kinds(model, graph)
     producer, _ = _links(graph)
     head: set[int] = set()
     todo = [producer[int(t)] for t in graph.outputs if int(t) in producer]
@@ -289,24 +233,16 @@ def softmax_attention_slice(calibrated: bytes) -> list[str]:
     """Output tensor names of self-attention's energy matmul, softmax and weighted-sum matmul.
 
     Self-attention (ADFL's Type I modules: ``softmax(Q K^T) V``, the channel Gram matrix
-    ``softmax(X^T X)``) exponentiates dot products of whole feature vectors, whose range is
-    wide: on the trained ADFL at stage 3 (64 query images) the position energies span -14,000 to
-    76,000 and the channel energies 0 to 59, so one int8 step of the latter (0.23) already
-    changes a softmax weight by a quarter. Measured on that model's int8 embedding (200 test
-    images, `embedding_head_slice` float32 as well): mean cosine 0.9926 without this slice,
-    0.9942 with it; on a channel attention with wider energies (tests/export/
-    test_int8_islands.py) worst-image cosine 0.9963 without, 0.9991 with.
-    Kept float32 (inside XNNPACK) are each SOFTMAX, the BATCH_MATMUL producing its input, the
+    ``softmax(X^T X)``) exponentiates dot products of whole feature vectors, whose range is too
+    wide for one int8 scale. Kept float32 (inside XNNPACK) are each SOFTMAX, the BATCH_MATMUL producing its input, the
     BATCH_MATMUL(s) reading its output, and the reshape/rescale ops between them; the
     projections feeding them (convolutions) and everything after stay int8. HA-CNN's region
     sampler has no softmax, so this slice is empty for it.
     """
-    from tfreid.export.tflite_rewrite import read_model
-
     model = read_model(calibrated)
     keep = []
     for graph in model.subgraphs:
-        ops, kinds = graph.operators, _op_kinds(model, graph)
+        ops, kinds = graph.operators, op_kinds(model, graph)
         producer, consumers = _links(graph)
         inside: set[int] = set()
         for i in (i for i, kind in enumerate(kinds) if kind == "SOFTMAX"):
@@ -333,11 +269,9 @@ def softmax_attention_slice(calibrated: bytes) -> list[str]:
 
 def xnnpack_float_only(calibrated: bytes) -> list[str]:
     """Output tensor names of the ops in `XNNPACK_FLOAT_ONLY`."""
-    from tfreid.export.tflite_rewrite import read_model
-
     model = read_model(calibrated)
     return [graph.tensors[int(t)].name.decode() for graph in model.subgraphs
-            for op, kind in zip(graph.operators, _op_kinds(model, graph))
+            for op, kind in zip(graph.operators, op_kinds(model, graph))
             if kind in XNNPACK_FLOAT_ONLY for t in op.outputs]
 
 
@@ -355,17 +289,7 @@ def quantize_int8(converter) -> tuple[bytes, list[dict], list[str]]:
         `converter.convert()` gives), what `widen_degenerate_ranges` changed and the output
         names of the ops kept float32.
     """
-    import tensorflow as tf
-    # The calibrate-then-quantise split is the converter's own two-step path (also used by
-    # tf.lite.experimental.QuantizationDebugger); it has no public entry point.
-    from tensorflow.lite.python.convert import mlir_quantize
-
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
-    patched, changes = widen_degenerate_ranges(calibrated)
+    patched, changes = widen_degenerate_ranges(tf_internals.calibrate(converter))
     float_nodes = sorted(set(matmul_weight_slice(patched)) | set(softmax_attention_slice(patched))
                          | set(embedding_head_slice(patched)) | set(xnnpack_float_only(patched)))
-    quantized = mlir_quantize(patched, disable_per_channel=False, fully_quantize=False,
-                              input_data_type=tf.float32, output_data_type=tf.float32,
-                              denylisted_nodes=float_nodes or None)
-    return bytes(quantized), changes, float_nodes
+    return tf_internals.quantize(patched, float_nodes), changes, float_nodes

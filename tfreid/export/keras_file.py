@@ -24,7 +24,7 @@ import pathlib
 import keras
 import numpy as np
 
-from tfreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tfreid.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["deploy_model", "export_keras"]
 

@@ -20,8 +20,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from tfreid.data.pipeline import decode_image
-from tfreid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from tfreid.checks import check_int
+from tfreid.preprocessing import IMAGENET_MEAN, IMAGENET_STD, decode_resize, normalize
 
 
 def next_version(model_dir: str | pathlib.Path) -> int:
@@ -29,6 +29,19 @@ def next_version(model_dir: str | pathlib.Path) -> int:
     model_dir = pathlib.Path(model_dir)
     versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
     return max(versions, default=0) + 1
+
+
+def new_version_path(model_dir: str | pathlib.Path, version: int) -> pathlib.Path:
+    """`<model_dir>/<version>`, checked to be a positive integer that does not exist yet.
+
+    Raises:
+        ValueError: `version` is not a positive integer.
+        FileExistsError: that version already exists (exports never overwrite).
+    """
+    target = pathlib.Path(model_dir) / str(check_int("version", version))
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; exports never overwrite a version")
+    return target
 
 
 @contextlib.contextmanager
@@ -40,14 +53,9 @@ def version_dir(model_dir: str | pathlib.Path, version: int):
         ValueError: `version` is not a positive integer.
         FileExistsError: that version already exists (exports never overwrite).
     """
-    model_dir = pathlib.Path(model_dir)
-    if isinstance(version, bool) or int(version) != version or version < 1:
-        raise ValueError(f"version must be a positive integer, got {version!r}")
-    target = model_dir / str(int(version))
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; exports never overwrite a version")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=model_dir))
+    target = new_version_path(model_dir, version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         yield tmp
         os.rename(tmp, target)
@@ -70,13 +78,8 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
     """
     height, width = (int(v) for v in image_size)
     model_dir = pathlib.Path(root) / model_name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_dir) if version is None else int(version)
-    if version < 1:
-        raise ValueError(f"version must be a positive integer, got {version!r}")
-    target = model_dir / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; exports never overwrite a version")
+    version = next_version(model_dir) if version is None else version
+    target = new_version_path(model_dir, version)  # fail before the (slow) tracing
 
     # One tf.function shared by both endpoints: the network is traced (and stored) once, which
     # halves the export time of the bigger models.
@@ -87,10 +90,6 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
         return {"embedding": tf.cast(features, tf.float32)}
 
     def embed_bytes(encoded):
-        def load(contents):
-            image = tf.image.resize(tf.cast(decode_image(contents), tf.float32), (height, width))
-            return tf.ensure_shape(image, (height, width, 3))
-
         # Fail with a message naming the signature and the bad elements (TF Serving returns it
         # as a 400 INVALID_ARGUMENT to that request; the server keeps running).
         head = tf.strings.substr(encoded, 0, 4)
@@ -103,7 +102,7 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
             summarize=16)
         with tf.control_dependencies([check]):
             encoded = tf.identity(encoded)
-        images = tf.map_fn(load, encoded,
+        images = tf.map_fn(lambda contents: decode_resize(contents, (height, width)), encoded,
                            fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
         return embed_pixels(images)
 

@@ -1,53 +1,16 @@
 """TFLite / LiteRT export: float32, float16, dynamic-range and int8 quantisation, builtin ops only.
 
-The `.tflite` graph takes what a camera gives: float32 RGB pixels in 0..255, `[N, H, W, 3]`
-(N is dynamic: resize the input tensor for batches), and does the ImageNet normalisation itself;
-it returns the float32 embedding `[N, D]` (for HA-CNN the L2-normalised global ++ local halves).
+The `.tflite` graph takes float32 RGB pixels in 0..255 `[N, H, W, 3]` (N is dynamic: resize the
+input tensor for batches), does the ImageNet normalisation itself and returns the float32
+embedding `[N, D]`. Only `TFLITE_BUILTINS` ops are allowed (never Flex/Select TF ops), so the
+file runs on the stock LiteRT runtime; the int8 model keeps float32 input and output.
 
-Quantisation variants (`tf.lite.TFLiteConverter`, `TFLITE_BUILTINS` only — never Flex/Select TF
-ops, so the file runs on the stock LiteRT runtime):
-
-- `none`: float32 weights and activations.
-- `float16`: float16 weights, dequantised to float32 at load (half the file).
-- `dynamic`: int8 weights, activations quantised on the fly per op (a quarter of the file). With
-  calibration images, the weight tensors whose rounding the embedding cannot afford (the
-  embedding head's, then the first layers') stay float32 (`tfreid.export.dynamic_precision`;
-  the sidecar's `rewrites` says how many).
-- `int8`: int8 weights *and* activations, calibrated on a representative set of 100-200
-  training images (`representative_images`), builtin int8 kernels (`TFLITE_BUILTINS_INT8`):
-  every convolution and feature map. Four float32 islands, each measured necessary
-  (`tfreid.export.int8_ranges`): the region sampler's sampling weights (theta -> sub-pixel
-  row/column coordinates -> tent weights, a few thousand values), because one int8 step of those
-  coordinates is 0.3-0.6 pixel (fully integer, the trained HA-CNN's int8 embedding has mean
-  cosine 0.96 with Keras; with float coordinates 0.999); self-attention's energies, softmax and
-  weighted sum (ADFL's Type I modules); the embedding head's pools, concatenations and BN (one
-  int8 scale for channels of very different ranges, then a BNNeck's gamma / sigma: trained ADFL
-  mean cosine 0.951 fully integer, 0.994 with these two islands; the head's FC layers stay int8);
-  and the few cheap ops XNNPACK has no int8 kernel for (average pool, RSQRT, MINIMUM, ABS), so
-  XNNPACK runs the whole graph.
-  **The I/O stays float32** (a QUANTIZE op after the input, DEQUANTIZE before the output) so
-  one client code path serves all four variants and nobody has to know the input scale; the
-  boundary ops cost nothing.
-
-Speed (XNNPACK): LiteRT runs a graph fast only where its XNNPACK delegate takes it over. Three
-rewrites that keep the model (the last adds one int8 rounding), applied to every export where
-they apply, make it take HA-CNN's whole network (the sidecar's
-`rewrites` says what each changed; `FeatureExtractor.delegation` shows the result):
-
-- `tflite_rewrite.static_reshapes`: reshapes computed from the run-time batch size (the region
-  sampler's) get their constant inferred shape (batch -1), so no tensor is dynamically
-  allocated (XNNPACK refuses those) — same shapes for every batch size.
-- `int8_ranges` (int8): a tensor that is constant zero on the calibration images (a dead ReLU,
-  e.g. HA-CNN's one-channel soft spatial attention map) gets a ~0 range whose scale breaks
-  XNNPACK's bounds on scale ratios; XNNPACK then refused the *whole* graph ("failed to create
-  XNNPACK runtime") and int8 ran ~10x slower on the builtin kernels. Such degenerate ranges are
-  widened before quantising (a zero tensor stays exactly zero).
-- `tflite_rewrite.symmetric_matmul_rhs` (int8): XNNPACK's int8 BATCH_MATMUL needs a symmetric
-  right operand; the sampler's feature maps are requantised to one (one QUANTIZE op each).
-
-Left on the builtin kernels: the theta slices (shrink-axis STRIDED_SLICE on `[B, 4, 2]`).
-`tfreid.inference.FeatureExtractor` still falls back to the builtin kernels if XNNPACK refuses a
-graph, and reports which ran (`kernels`).
+Quantisation variants (`QUANTIZATIONS`): `none` (float32), `float16` (float16 weights),
+`dynamic` (int8 weights; with calibration images, the weights the embedding cannot afford to
+round stay float32: `dynamic_precision`) and `int8` (int8 weights and activations, calibrated
+on training images, with a few float32 islands: `int8_ranges`). Every export then gets the exact
+rewrites that let XNNPACK run the whole graph (`tflite_rewrite`); the sidecar's `rewrites` says
+what each changed. Measurements: docs/export.md.
 
 Example:
     >>> data = export_tflite(embed, "out/hacnn-int8.tflite", (160, 64), quantize="int8",
@@ -65,11 +28,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfreid.data.pipeline import decode_image
-from tfreid.data.transforms import normalize
+from tfreid.checks import check_int
+from tfreid.export import tf_internals
 from tfreid.export.dynamic_precision import keep_weights_float
+from tfreid.export.flatbuffer import op_names, read_model
 from tfreid.export.int8_ranges import quantize_int8
 from tfreid.export.tflite_rewrite import static_reshapes, symmetric_matmul_rhs
+from tfreid.preprocessing import load_image, normalize
 
 __all__ = ["QUANTIZATIONS", "convert_tflite", "export_tflite", "frozen_function",
            "representative_images", "tflite_op_names"]
@@ -90,27 +55,21 @@ def representative_images(samples: Sequence, image_size, count: int = 128,
     Args:
         samples: `Sample` list (or paths), usually the run dataset's `.train`.
         image_size: `(H, W)` model input size.
-        count: how many images (the issue asks for 100-200; all of them if fewer).
+        count: how many images (100-200 calibrate int8 well; all of them if fewer).
         seed: which subset.
 
     Returns:
         float32 `[count, H, W, 3]` RGB in 0..255, resized exactly as the serving graphs resize.
     """
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be a positive integer, got {count!r}")
+    check_int("count", count)
     paths = [str(getattr(s, "path", s)) for s in samples]
     if not paths:
         raise ValueError("samples is empty: no training images to calibrate int8 on")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(paths), size=min(count, len(paths)), replace=False)
     size = tuple(int(v) for v in image_size)
-
-    def load(path):
-        image = tf.image.resize(tf.cast(decode_image(tf.io.read_file(path)), tf.float32), size)
-        return tf.ensure_shape(image, (*size, 3))
-
     ds = tf.data.Dataset.from_tensor_slices([paths[i] for i in sorted(chosen)])
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(64)
+    ds = ds.map(lambda path: load_image(path, size), num_parallel_calls=tf.data.AUTOTUNE).batch(64)
     return np.concatenate([b.numpy() for b in ds], axis=0)
 
 
@@ -139,11 +98,7 @@ def frozen_function(embed: keras.Model, image_size):
     Tracing and freezing is a third of a conversion; pass the result as `frozen` to convert
     several variants of one model.
     """
-    # Keras 3 variables are not frozen by `from_concrete_functions` (the flatbuffer would read
-    # uninitialised VAR_HANDLEs), so fold them into constants first.
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    return convert_variables_to_constants_v2(_serving_function(embed, image_size))
+    return tf_internals.freeze(_serving_function(embed, image_size))
 
 
 def convert_tflite(embed: keras.Model, image_size, quantize: str = "none",
@@ -223,20 +178,8 @@ def tflite_op_names(model: bytes | str | os.PathLike) -> set[str]:
 
     Used to check that an export needs no Flex (`FlexXxx`) or custom op.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
     data = model if isinstance(model, (bytes, bytearray)) else pathlib.Path(model).read_bytes()
-    flat = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    out = set()
-    for code in flat.operatorCodes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
-            out.add(f"CUSTOM:{custom}")
-        else:
-            out.add(names[builtin])
-    return out
+    return op_names(read_model(data))
 
 
 def export_tflite(embed: keras.Model, path: str | os.PathLike, image_size, quantize: str = "none",

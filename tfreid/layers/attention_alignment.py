@@ -38,7 +38,7 @@ class AttentionAlignment(keras.layers.Layer):
        half-pixel centres, clamped at the ends (``tf.image.resize`` / PyTorch
        ``interpolate(mode="linear", align_corners=False)``).
 
-    Labels are not model inputs (outputs never depend on them, DESIGN §3), so the vectors come
+    Labels are not model inputs (a model's outputs never depend on them), so the vectors come
     for every class, ``[B, N, L]`` (cheap on the last maps); `attention_cosine_distance` picks the
     true class's row with the labels it receives. Gradients reach the feature map and the
     classifier through the normalised CAM values; the crop bounds and interpolation positions

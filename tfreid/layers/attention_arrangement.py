@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
+from tfreid.checks import math_dtype
 from tfreid.layers.channel_self_attention import ChannelSelfAttention
 from tfreid.layers.direct_channel_attention import DirectChannelAttention
 from tfreid.layers.direct_spatial_attention import DirectSpatialAttention
@@ -98,7 +98,7 @@ class AttentionArrangement(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         self._check_shape(inputs.shape)
         spatial_map = None
         if self.arrangement == "multiply":

@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
-from tfreid.layers.validation import check_feature_map
+from tfreid.checks import math_dtype
+from tfreid.layers.adfl_attention import ADFLAttention
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
-class BatchAttention(keras.layers.Layer):
+class BatchAttention(ADFLAttention):
     """Long-range attention across the batch: each sample adds a weighted sum of the others.
 
     Supplementary Eq. (10)-(11) of ADFL: with the batch reshaped to ``B x CHW``,
@@ -32,7 +32,7 @@ class BatchAttention(keras.layers.Layer):
         inputs: tensor ``[B, H, W, C]`` (static H, W, C; B may be dynamic).
 
     Returns:
-        ``O`` of the same shape as ``inputs``.
+        ``O = alpha * A F + F``, reshaped like ``inputs``.
 
     Example:
 
@@ -40,22 +40,15 @@ class BatchAttention(keras.layers.Layer):
     (4, 12, 4, 32)
 
     Reference:
-        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
-        Re-Identification", arXiv 2019, Sec. IV-A, Fig. 4(d), supplementary Eq. (10)-(11).
+        ADFL (Liu et al., arXiv 2019), Sec. IV-A, Fig. 4(d), supplementary Eq. (10)-(11).
     """
 
-    def build(self, input_shape):
-        check_feature_map(self, input_shape, static_spatial=True)
-        self.alpha = self.add_weight(shape=(), initializer="zeros", name="alpha")
-        self.built = True
+    residual = True
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape, static_spatial=True)
+        dt = math_dtype(self.compute_dtype)
+        _, h, w, c = self.check_shape(inputs.shape)
         f = ops.reshape(ops.cast(inputs, dt), (-1, h * w * c))
         attention = ops.softmax(ops.matmul(f, ops.transpose(f)), axis=-1)  # [j, i]
         out = ops.cast(self.alpha, dt) * ops.matmul(attention, f) + f
         return ops.cast(ops.reshape(out, (-1, h, w, c)), self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return check_feature_map(self, input_shape, static_spatial=True)

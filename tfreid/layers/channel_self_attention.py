@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
-from tfreid.layers.validation import check_feature_map
+from tfreid.checks import math_dtype
+from tfreid.layers.adfl_attention import ADFLAttention
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
-class ChannelSelfAttention(keras.layers.Layer):
+class ChannelSelfAttention(ADFLAttention):
     """Long-range channel attention: every channel map is a softmax-weighted sum of all channels.
 
     Supplementary Eq. (7)-(8) of ADFL: with the input ``I`` reshaped to ``C x HW``,
@@ -31,29 +31,23 @@ class ChannelSelfAttention(keras.layers.Layer):
 
     Example:
 
-    >>> ChannelSelfAttention()(keras.random.normal((2, 24, 8, 64))).shape
-    (2, 24, 8, 64)
+    >>> x = keras.random.normal((2, 24, 8, 64))
+    >>> ChannelSelfAttention()(x).shape == x.shape
+    True
 
     Reference:
-        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
-        Re-Identification", arXiv 2019, Sec. IV-A, Fig. 4(b), supplementary Eq. (7)-(8);
-        J. Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019 (CAM).
+        ADFL (Liu et al., arXiv 2019), Sec. IV-A, Fig. 4(b), supplementary Eq. (7)-(8); J. Fu et
+        al., "Dual Attention Network for Scene Segmentation", CVPR 2019 (CAM).
     """
 
-    def build(self, input_shape):
-        check_feature_map(self, input_shape, static_spatial=True)
-        self.alpha = self.add_weight(shape=(), initializer="zeros", name="alpha")
-        self.built = True
+    residual = True
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape, static_spatial=True)
+        dt = math_dtype(self.compute_dtype)
+        _, h, w, c = self.check_shape(inputs.shape)
         x = ops.reshape(ops.cast(inputs, dt), (-1, h * w, c))  # columns are channel maps
         energy = ops.matmul(ops.transpose(x, (0, 2, 1)), x)  # [B, j, i] = I_j . I_i
         attention = ops.softmax(energy, axis=-1)
         context = ops.matmul(x, ops.transpose(attention, (0, 2, 1)))  # [B, HW, j]
         out = ops.cast(self.alpha, dt) * context + x
         return ops.cast(ops.reshape(out, (-1, h, w, c)), self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return check_feature_map(self, input_shape, static_spatial=True)

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfreid.checks import math_dtype
 from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 # `alpha_initializer` value giving W_alpha = [I; I] / 2, i.e. A = ReLU((A' + A'^T) / 2) at start.
@@ -32,12 +33,6 @@ def _symmetric_pairing(shape, dtype=None):
     return ops.convert_to_tensor(np.concatenate([eye, eye], axis=0), dtype=dtype)
 
 
-def accumulation_dtype(compute_dtype):
-    """float32 for half-precision policies (``A'`` sums ``K`` products and overflows float16
-    easily), else the compute dtype itself (float32, or float64 for gradient checks)."""
-    return "float32" if compute_dtype in ("float16", "bfloat16") else compute_dtype
-
-
 @keras.saving.register_keras_serializable(package="tfreid")
 class CrossCorrelatedAttention(keras.layers.Layer):
     """Cross-Correlated Attention between a query map ``Q`` and a key map ``Q'`` (CCAN Eq. 1-3).
@@ -51,7 +46,7 @@ class CrossCorrelatedAttention(keras.layers.Layer):
     - ``y = (1 / MN) A h(q)`` (Eq. 2: ``y_i = 1/MN sum_j A_ij phi(h(q_j))``);
     - ``z = phi(y W_w) + q`` with ``W_w`` of shape ``[K, C]`` (Eq. 3), reshaped to ``[M, N, C]``.
 
-    Decisions the paper leaves open (DESIGN.md §5): no biases anywhere (the equations have none);
+    Decisions the paper leaves open: no biases anywhere (the equations have none);
     ``W_f`` maps the key's own channel count ``C'`` to ``K`` (``C' = C`` in CCAN);
     ``W_alpha`` starts as ``[I; I] / 2`` (``alpha_initializer="symmetric"``) so that at
     initialisation ``A = (A' + A'^T) / 2`` is exactly the symmetric cross-correlation of Remark 1
@@ -162,7 +157,7 @@ class CrossCorrelatedAttention(keras.layers.Layer):
         positions = m * n
         q = ops.reshape(query, (-1, positions, c))
         k = ops.reshape(key, (-1, positions, key.shape[-1]))
-        acc = accumulation_dtype(self.compute_dtype)
+        acc = math_dtype(self.compute_dtype)
         g = ops.cast(self._project(q, self.g_kernel), acc)
         f = ops.cast(self._project(k, self.f_kernel), acc)
         h = ops.cast(self._project(q, self.h_kernel), acc)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
-from tfreid.layers.validation import check_feature_map, check_positive_int
+from tfreid.checks import math_dtype
+from tfreid.layers.adfl_attention import ADFLAttention
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
-class DirectChannelAttention(keras.layers.Layer):
+class DirectChannelAttention(ADFLAttention):
     """``O = softmax_C(MLP(AvgPool(I)) + MLP(MaxPool(I))) * I``: one weight per channel.
 
     Supplementary Eq. (13) of ADFL: the global average- and max-pooled channel descriptors go
@@ -28,25 +28,24 @@ class DirectChannelAttention(keras.layers.Layer):
         inputs: feature map ``[B, H, W, C]`` (static H, W, C; ``C >= reduction``).
 
     Returns:
-        ``O`` of the same shape as ``inputs``.
+        ``A^c * I``, shaped like ``inputs``.
 
     Example:
 
-    >>> DirectChannelAttention()(keras.random.normal((2, 24, 8, 64))).shape
-    (2, 24, 8, 64)
+    >>> x = keras.random.normal((2, 12, 6, 64))
+    >>> DirectChannelAttention(reduction=16)(x).shape == x.shape
+    True
 
     Reference:
-        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
-        Re-Identification", arXiv 2019, Sec. IV-B, Fig. 5(b), supplementary Eq. (13);
-        S. Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
+        ADFL (Liu et al., arXiv 2019), Sec. IV-B, Fig. 5(b), supplementary Eq. (13); S. Woo et
+        al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
     """
 
     def __init__(self, reduction: int = 16, **kwargs):
-        super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
+        super().__init__(dict(reduction=reduction), **kwargs)
 
     def build(self, input_shape):
-        b, _, _, c = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
+        b, _, _, c = self.check_shape(input_shape)
         self.fc1 = keras.layers.Dense(c // self.reduction, activation="relu", name="fc1",
                                       dtype=self.dtype_policy)
         self.fc2 = keras.layers.Dense(c, name="fc2", dtype=self.dtype_policy)
@@ -57,20 +56,12 @@ class DirectChannelAttention(keras.layers.Layer):
     def attention_map(self, inputs):
         """``A^c`` ``[B, 1, 1, C]`` (sums to 1 over the
         channels of each image; float32 under mixed precision)."""
-        dt = attention_dtype(self.compute_dtype)
-        _, _, _, c = check_feature_map(self, inputs.shape, reduction=self.reduction, static_spatial=True)
+        dt = math_dtype(self.compute_dtype)
+        _, _, _, c = self.check_shape(inputs.shape)
         avg = self.fc2(self.fc1(ops.mean(inputs, axis=(1, 2))))
         mx = self.fc2(self.fc1(ops.max(inputs, axis=(1, 2))))
         return ops.reshape(ops.softmax(ops.cast(avg + mx, dt), axis=-1), (-1, 1, 1, c))
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         return ops.cast(self.attention_map(inputs) * ops.cast(inputs, dt), self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"reduction": self.reduction})
-        return config

@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
-from tfreid.layers.validation import check_bool, check_feature_map
+from tfreid.checks import math_dtype
+from tfreid.layers.adfl_attention import ADFLAttention
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
-class DirectHyperAttention(keras.layers.Layer):
+class DirectHyperAttention(ADFLAttention):
     """``O = softmax_{CHW}(I) * I``: the input, flattened per image, is its own attention map.
 
     Supplementary Eq. (14) of ADFL: the ``C x H x W`` input is reshaped to one vector, a softmax
@@ -26,44 +26,33 @@ class DirectHyperAttention(keras.layers.Layer):
         inputs: feature map ``[B, H, W, C]`` (static H, W, C).
 
     Returns:
-        ``O`` of the same shape as ``inputs`` (and the ``[B, H, W, 1]`` map if
-        ``return_attention``).
+        ``A^{SC} * I``, shaped like ``inputs``; with ``return_attention`` also ``sum_c A^{SC}``,
+        ``[B, H, W, 1]``.
 
     Example:
 
-    >>> DirectHyperAttention()(keras.random.normal((2, 24, 8, 64))).shape
-    (2, 24, 8, 64)
+    >>> DirectHyperAttention()(keras.random.normal((2, 16, 8, 32))).shape
+    (2, 16, 8, 32)
 
     Reference:
-        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
-        Re-Identification", arXiv 2019, Sec. IV-B, Fig. 5(c), supplementary Eq. (14).
+        ADFL (Liu et al., arXiv 2019), Sec. IV-B, Fig. 5(c), supplementary Eq. (14).
     """
 
     def __init__(self, return_attention: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.return_attention = check_bool("return_attention", return_attention)
+        super().__init__(dict(return_attention=return_attention), **kwargs)
 
     def attention_map(self, inputs):
         """``A^{SC}`` ``[B, H, W, C]`` (sums to 1 over each image;
         float32 under mixed precision)."""
-        dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape, static_spatial=True)
+        dt = math_dtype(self.compute_dtype)
+        _, h, w, c = self.check_shape(inputs.shape)
         flat = ops.reshape(ops.cast(inputs, dt), (-1, h * w * c))
         return ops.reshape(ops.softmax(flat, axis=-1), (-1, h, w, c))
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         attention = self.attention_map(inputs)
         out = ops.cast(attention * ops.cast(inputs, dt), self.compute_dtype)
         if self.return_attention:
             return out, ops.cast(ops.sum(attention, axis=-1, keepdims=True), self.compute_dtype)
         return out
-
-    def compute_output_shape(self, input_shape):
-        shape = check_feature_map(self, input_shape, static_spatial=True)
-        return (shape, (*shape[:3], 1)) if self.return_attention else shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"return_attention": self.return_attention})
-        return config

@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
-from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
+from tfreid.checks import math_dtype
+from tfreid.layers.adfl_attention import ADFLAttention
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
-class DirectSpatialAttention(keras.layers.Layer):
+class DirectSpatialAttention(ADFLAttention):
     """``O = softmax_{HW}(conv([Avg_C(I); Max_C(I)])) * I``: one weight per spatial position.
 
     Supplementary Eq. (12) of ADFL: the channel mean and channel max of the input (in that
@@ -30,26 +30,24 @@ class DirectSpatialAttention(keras.layers.Layer):
         inputs: feature map ``[B, H, W, C]`` (static H, W, C).
 
     Returns:
-        ``O`` of the same shape as ``inputs`` (and ``A^s`` if ``return_attention``).
+        ``A^s * I``, shaped like ``inputs``; with ``return_attention`` also ``A^s``
+        ``[B, H, W, 1]``.
 
     Example:
 
-    >>> DirectSpatialAttention()(keras.random.normal((2, 24, 8, 64))).shape
-    (2, 24, 8, 64)
+    >>> DirectSpatialAttention()(keras.random.normal((2, 20, 10, 16))).shape
+    (2, 20, 10, 16)
 
     Reference:
-        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
-        Re-Identification", arXiv 2019, Sec. IV-B, Fig. 5(a), supplementary Eq. (12);
-        S. Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
+        ADFL (Liu et al., arXiv 2019), Sec. IV-B, Fig. 5(a), supplementary Eq. (12); S. Woo et
+        al., "CBAM: Convolutional Block Attention Module", ECCV 2018.
     """
 
     def __init__(self, kernel_size: int = 3, return_attention: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        self.return_attention = check_bool("return_attention", return_attention)
+        super().__init__(dict(kernel_size=kernel_size, return_attention=return_attention), **kwargs)
 
     def build(self, input_shape):
-        b, h, w, _ = check_feature_map(self, input_shape, static_spatial=True)
+        b, h, w, _ = self.check_shape(input_shape)
         self.conv = keras.layers.Conv2D(1, self.kernel_size, padding="same", use_bias=False,
                                         name="conv", dtype=self.dtype_policy)
         self.conv.build((b, h, w, 2))
@@ -58,26 +56,17 @@ class DirectSpatialAttention(keras.layers.Layer):
     def attention_map(self, inputs):
         """``A^s`` ``[B, H, W, 1]`` (sums to 1 over the
         positions of each image; float32 under mixed precision)."""
-        dt = attention_dtype(self.compute_dtype)
-        _, h, w, _ = check_feature_map(self, inputs.shape, static_spatial=True)
+        dt = math_dtype(self.compute_dtype)
+        _, h, w, _ = self.check_shape(inputs.shape)
         pooled = ops.concatenate([ops.mean(inputs, axis=-1, keepdims=True),
                                   ops.max(inputs, axis=-1, keepdims=True)], axis=-1)
         logits = ops.reshape(ops.cast(self.conv(pooled), dt), (-1, h * w))
         return ops.reshape(ops.softmax(logits, axis=-1), (-1, h, w, 1))
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
+        dt = math_dtype(self.compute_dtype)
         attention = self.attention_map(inputs)
         out = ops.cast(attention * ops.cast(inputs, dt), self.compute_dtype)
         if self.return_attention:
             return out, ops.cast(attention, self.compute_dtype)
         return out
-
-    def compute_output_shape(self, input_shape):
-        shape = check_feature_map(self, input_shape, static_spatial=True)
-        return (shape, (*shape[:3], 1)) if self.return_attention else shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"kernel_size": self.kernel_size, "return_attention": self.return_attention})
-        return config

@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
-from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
+from tfreid.checks import math_dtype
+from tfreid.layers.adfl_attention import ADFLAttention
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
-class HyperAttention(keras.layers.Layer):
+class HyperAttention(ADFLAttention):
     """Long-range attention over the ``C' x H x W`` locations of a reduced feature map.
 
     Supplementary Eq. (9) of ADFL: 1x1 convolutions project the input to ``K, Q, V`` with
@@ -34,8 +34,8 @@ class HyperAttention(keras.layers.Layer):
         inputs: feature map ``[B, H, W, C]`` (static H, W, C).
 
     Returns:
-        ``O`` of the same shape as ``inputs`` (and the ``[B, H, W, 1]`` map if
-        ``return_attention``).
+        ``O = alpha * expand(y) + I``, shaped like ``inputs``; with ``return_attention`` also the
+        attention mass at each position (summed over the reduced channels), ``[B, H, W, 1]``.
 
     Example:
 
@@ -43,18 +43,15 @@ class HyperAttention(keras.layers.Layer):
     (2, 12, 4, 256)
 
     Reference:
-        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
-        Re-Identification", arXiv 2019, Sec. IV-A, Fig. 4(c), supplementary Eq. (9).
+        ADFL (Liu et al., arXiv 2019), Sec. IV-A, Fig. 4(c), supplementary Eq. (9).
     """
 
     def __init__(self, reduction: int = 64, use_bias: bool = True, return_attention: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
-        self.use_bias = check_bool("use_bias", use_bias)
-        self.return_attention = check_bool("return_attention", return_attention)
+        super().__init__(dict(reduction=reduction, use_bias=use_bias,
+                              return_attention=return_attention), **kwargs)
 
     def build(self, input_shape):
-        b, h, w, c = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
+        b, h, w, c = self.check_shape(input_shape)
         reduced = c // self.reduction
         kw = dict(use_bias=self.use_bias, dtype=self.dtype_policy)
         self.query = keras.layers.Conv2D(reduced, 1, name="query", **kw)
@@ -64,12 +61,12 @@ class HyperAttention(keras.layers.Layer):
         for conv in (self.query, self.key, self.value):
             conv.build(input_shape)
         self.expand.build((b, h, w, reduced))
-        self.alpha = self.add_weight(shape=(), initializer="zeros", name="alpha")
+        self.add_alpha()
         self.built = True
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape, reduction=self.reduction, static_spatial=True)
+        dt = math_dtype(self.compute_dtype)
+        _, h, w, c = self.check_shape(inputs.shape)
         reduced = c // self.reduction
         n = h * w * reduced
         q = ops.reshape(ops.cast(self.query(inputs), dt), (-1, n, 1))
@@ -83,13 +80,3 @@ class HyperAttention(keras.layers.Layer):
             return out
         received = ops.reshape(ops.mean(attention, axis=1), (-1, h, w, reduced))
         return out, ops.cast(ops.sum(received, axis=-1, keepdims=True), self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        shape = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
-        return (shape, (*shape[:3], 1)) if self.return_attention else shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"reduction": self.reduction, "use_bias": self.use_bias,
-                       "return_attention": self.return_attention})
-        return config

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.cross_correlated_attention import accumulation_dtype, near_identity_initializer
+from tfreid.checks import math_dtype
+from tfreid.layers.cross_correlated_attention import near_identity_initializer
 from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
 
 _PAIRWISE = ("dot", "embedded_gaussian")
@@ -111,7 +112,7 @@ class NonLocalAttention(keras.layers.Layer):
         c = check_feature_map(self, inputs.shape, reduction=self.reduction, name="inputs")[-1]
         shape = ops.shape(inputs)
         q = ops.reshape(inputs, (shape[0], -1, c))
-        acc = accumulation_dtype(self.compute_dtype)
+        acc = math_dtype(self.compute_dtype)
         g = ops.cast(self._project(q, self.g_kernel), acc)
         f = ops.cast(self._project(q, self.f_kernel), acc)
         h = ops.cast(self._project(q, self.h_kernel), acc)

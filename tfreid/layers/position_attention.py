@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.attention_utils import attention_dtype
-from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
+from tfreid.checks import math_dtype
+from tfreid.layers.adfl_attention import ADFLAttention
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
-class PositionAttention(keras.layers.Layer):
+class PositionAttention(ADFLAttention):
     """Long-range spatial attention: every position is a softmax-weighted sum of all positions.
 
     Supplementary Eq. (5)-(6) of ADFL: two 1x1 convolutions project the input ``I`` to
@@ -32,8 +32,8 @@ class PositionAttention(keras.layers.Layer):
         inputs: feature map ``[B, H, W, C]`` (static H, W, C).
 
     Returns:
-        ``O`` of the same shape as ``inputs`` (and the ``[B, H, W, 1]`` map if
-        ``return_attention``).
+        ``O = alpha * context + I``, shaped like ``inputs``; with ``return_attention`` also the
+        attention each position receives, ``[B, H, W, 1]``.
 
     Example:
 
@@ -41,31 +41,28 @@ class PositionAttention(keras.layers.Layer):
     (2, 24, 8, 64)
 
     Reference:
-        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
-        Re-Identification", arXiv 2019, Sec. IV-A, Fig. 4(a), supplementary Eq. (5)-(6);
-        J. Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019 (PAM).
+        ADFL (Liu et al., arXiv 2019), Sec. IV-A, Fig. 4(a), supplementary Eq. (5)-(6); J. Fu et
+        al., "Dual Attention Network for Scene Segmentation", CVPR 2019 (PAM).
     """
 
     def __init__(self, reduction: int = 8, use_bias: bool = True, return_attention: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
-        self.use_bias = check_bool("use_bias", use_bias)
-        self.return_attention = check_bool("return_attention", return_attention)
+        super().__init__(dict(reduction=reduction, use_bias=use_bias,
+                              return_attention=return_attention), **kwargs)
 
     def build(self, input_shape):
-        b, h, w, c = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
+        b, h, w, c = self.check_shape(input_shape)
         kw = dict(use_bias=self.use_bias, dtype=self.dtype_policy)
         self.query = keras.layers.Conv2D(c // self.reduction, 1, name="query", **kw)
         self.key = keras.layers.Conv2D(c // self.reduction, 1, name="key", **kw)
         self.value = keras.layers.Conv2D(c, 1, name="value", **kw)
         for conv in (self.query, self.key, self.value):
             conv.build(input_shape)
-        self.alpha = self.add_weight(shape=(), initializer="zeros", name="alpha")
+        self.add_alpha()
         self.built = True
 
     def call(self, inputs):
-        dt = attention_dtype(self.compute_dtype)
-        _, h, w, c = check_feature_map(self, inputs.shape, reduction=self.reduction, static_spatial=True)
+        dt = math_dtype(self.compute_dtype)
+        _, h, w, c = self.check_shape(inputs.shape)
         n = h * w
         q = ops.reshape(ops.cast(self.query(inputs), dt), (-1, n, c // self.reduction))
         k = ops.reshape(ops.cast(self.key(inputs), dt), (-1, n, c // self.reduction))
@@ -78,13 +75,3 @@ class PositionAttention(keras.layers.Layer):
             return out
         received = ops.reshape(ops.mean(attention, axis=1), (-1, h, w, 1))
         return out, ops.cast(received, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        shape = check_feature_map(self, input_shape, reduction=self.reduction, static_spatial=True)
-        return (shape, (*shape[:3], 1)) if self.return_attention else shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"reduction": self.reduction, "use_bias": self.use_bias,
-                       "return_attention": self.return_attention})
-        return config

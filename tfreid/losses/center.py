@@ -6,6 +6,7 @@ import numbers
 
 import tensorflow as tf
 
+from tfreid.checks import check_int
 from tfreid.losses.cross_replica import check_labelled_batch, gather_across_replicas
 
 
@@ -108,9 +109,8 @@ class CenterLoss(tf.Module):
     def __init__(self, num_classes: int, feature_dim: int, alpha: float = 0.5,
                  name: str = "center_loss"):
         super().__init__(name=name)
-        for arg, value in (("num_classes", num_classes), ("feature_dim", feature_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive integer; received {value!r}.")
+        check_int("num_classes", num_classes)
+        check_int("feature_dim", feature_dim)
         if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0 <= alpha <= 1:
             raise ValueError(f"`alpha` must be a number in [0, 1]; received {alpha!r}.")
         self.num_classes = num_classes

@@ -1,6 +1,6 @@
 """Gather a replica's batch into the global batch, for losses that mine over the whole batch.
 
-Design choice (DESIGN.md §4): metric-learning losses mine triplets over the GLOBAL batch. Each
+Design choice: metric-learning losses mine triplets over the GLOBAL batch. Each
 replica all-gathers labels and embeddings, computes the distances from its LOCAL anchors to all
 global examples, and returns per-example losses for its local anchors only. Scaled by the global
 batch size (`tf.nn.compute_average_loss`) and summed over replicas this is exactly the

@@ -67,7 +67,8 @@ class BatchHardTripletLoss(_MetricLoss):
 
 @keras.saving.register_keras_serializable(package="tfreid")
 class SemiHardTripletLoss(_MetricLoss):
-    """Keras wrapper of `tfreid.losses.semi_hard_triplet` (CCAN Eq. 5).
+    """Keras wrapper of `tfreid.losses.semi_hard_triplet` (CCAN Eq. 5): each anchor-positive pair
+    against its `top_r` semi-hard negatives.
 
     Args:
         margin: hinge margin `tau`.
@@ -86,7 +87,8 @@ class SemiHardTripletLoss(_MetricLoss):
 
 @keras.saving.register_keras_serializable(package="tfreid")
 class ImprovedTriHardLoss(_MetricLoss):
-    """Keras wrapper of `tfreid.losses.improved_trihard` (AANet Eq. 9).
+    """Keras wrapper of `tfreid.losses.improved_trihard` (AANet Eq. 9): the batch-hard triplet
+    plus the hardest positive's distance.
 
     Args:
         margin: hinge margin `m`.

@@ -17,6 +17,7 @@ import numbers
 
 import tensorflow as tf
 
+from tfreid.checks import check_int
 from tfreid.losses.cross_replica import global_batch
 from tfreid.losses.distances import check_metric, pairwise_distance
 
@@ -31,9 +32,7 @@ def check_margin(margin):
 
 
 def check_top_r(top_r):
-    if not isinstance(top_r, int) or isinstance(top_r, bool) or top_r < 1:
-        raise ValueError(f"`top_r` must be an integer >= 1; received {top_r!r}.")
-    return top_r
+    return check_int("top_r", top_r)
 
 
 def _distances_and_masks(labels, embeddings, metric):

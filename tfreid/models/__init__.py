@@ -1,4 +1,4 @@
-"""Models, one module per paper, behind one registry (DESIGN.md §3)."""
+"""Models, one module per paper, behind one registry (`build_model`, `available_models`)."""
 
 from tfreid.models.registry import (
     available_models,

@@ -6,10 +6,12 @@ import numbers
 
 import keras
 
+from tfreid.checks import check_input_shape
 from tfreid.layers.attention_alignment import AttentionAlignment
 from tfreid.layers.omnibearing_attention import OmnibearingAttention
 from tfreid.layers.validation import check_bool, check_positive_int
-from tfreid.models.backbones.resnet50 import STAGE_BLOCKS, resnet50_stage, resnet50_stem, zero_init_residuals
+from tfreid.models.backbones.resnet50 import (STAGE_BLOCKS, resnet50_model, resnet50_stage,
+                                                 resnet50_stem)
 from tfreid.models.blocks import ChannelMean
 from tfreid.models.registry import register_model
 
@@ -103,7 +105,7 @@ def build_aanet(
 ) -> keras.Model:
     """Builds AANet: ResNet-50 with OFA attention, part classifiers and attention alignment.
 
-    Graph (Fig. 2, 3, 5; decisions in DESIGN.md §5):
+    Graph (Fig. 2, 3, 5):
 
     - ResNet-50 (`tfreid.models.backbones.resnet50`, Keras layer names ``conv1_conv`` ..
       ``conv5_block3_out``), stage 4 with stride ``last_stride`` (1: 24x12 maps at 384x192).
@@ -175,12 +177,7 @@ def build_aanet(
         raise ValueError(f"`ofa_mode` must be one of {', '.join(OFA_MODES)}, received ofa_mode={ofa_mode!r}.")
     if last_stride not in (1, 2) or isinstance(last_stride, bool):
         raise ValueError(f"`last_stride` must be 1 or 2, received last_stride={last_stride!r}.")
-    try:
-        ok = len(input_shape) == 3 and all(isinstance(v, numbers.Integral) and v > 0 for v in input_shape)
-    except TypeError:
-        ok = False
-    if not ok or input_shape[-1] != 3:
-        raise ValueError(f"`input_shape` must be (H, W, 3) with positive integers, received input_shape={input_shape!r}.")
+    input_shape = check_input_shape(input_shape)
     # ResNet-50 maps: /4 after the stem, /2 in stages 2 and 3, /last_stride in stage 4 (ceil)
     h = -(-int(input_shape[0]) // (16 * last_stride))
     if num_parts > h:
@@ -219,11 +216,4 @@ def build_aanet(
         outputs["logits/global"] = keras.layers.Dense(num_classes, name="classifier_global",
                                                       dtype="float32")(outputs["features/global"])
     outputs["embedding"] = keras.layers.Concatenate(name="embedding", dtype="float32")(parts)
-    model = keras.Model(inputs, outputs, name=name)
-    if zero_init_residual:
-        zero_init_residuals(model)
-    if backbone_weights:
-        from tfreid.models.backbones.weights import load_backbone_weights
-
-        load_backbone_weights(model, backbone_weights)
-    return model
+    return resnet50_model(inputs, outputs, name, zero_init_residual, backbone_weights)

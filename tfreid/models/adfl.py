@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 
+from tfreid.checks import check_input_shape
 from tfreid.layers.attention_arrangement import AttentionArrangement
 from tfreid.layers.batch_attention import BatchAttention
 from tfreid.layers.channel_self_attention import ChannelSelfAttention
@@ -16,7 +15,8 @@ from tfreid.layers.direct_spatial_attention import DirectSpatialAttention
 from tfreid.layers.hyper_attention import HyperAttention
 from tfreid.layers.position_attention import PositionAttention
 from tfreid.layers.validation import check_bool, check_positive_int
-from tfreid.models.backbones.resnet50 import STAGE_BLOCKS, resnet50_stage, resnet50_stem, zero_init_residuals
+from tfreid.models.backbones.resnet50 import (STAGE_BLOCKS, resnet50_model, resnet50_stage,
+                                                 resnet50_stem)
 from tfreid.models.registry import register_model
 
 # The paper's module names (Table II): type digit + s(patial) / c(hannel) / h(yper) / b(atch)
@@ -64,18 +64,6 @@ def _check_stages(value):
     return tuple(sorted(int(s) for s in stages))
 
 
-def _check_input_shape(input_shape):
-    try:
-        ok = len(input_shape) == 3 and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in input_shape)
-    except TypeError:
-        ok = False
-    if not ok or input_shape[-1] != 3:
-        raise ValueError(f"`input_shape` must be (H, W, 3) with positive integers, received "
-                         f"input_shape={input_shape!r}.")
-    return tuple(int(v) for v in input_shape)
-
-
 def _bnneck(x, num_classes, suffix):
     """BNNeck (Luo et al.): BN on the feature; the bias-free classifier sees the BN output."""
     bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"bnneck_{suffix}",
@@ -86,28 +74,15 @@ def _bnneck(x, num_classes, suffix):
 
 
 @register_model("adfl", small={"input_shape": (64, 32, 3), "base_width": 8, "bottleneck_dim": 64})
-def build_adfl(
-    num_classes: int,
-    input_shape=(384, 128, 3),
-    attention: str | None = "1sum",
-    attention_stages=(3,),
-    af_stage: int | None = 3,
-    af_fusion: str = "cat",
-    af_dim: int | None = None,
-    bottleneck_dim: int | None = 1024,
-    last_stride: int = 1,
-    spatial_reduction: int = 8,
-    hyper_reduction: int = 64,
-    channel_reduction: int = 16,
-    kernel_size: int = 3,
-    base_width: int = 64,
-    backbone_weights: str | None = None,
-    zero_init_residual: bool = True,
-    name: str = "adfl",
-) -> keras.Model:
+def build_adfl(num_classes: int, input_shape=(384, 128, 3), attention: str | None = "1sum",
+               attention_stages=(3,), af_stage: int | None = 3, af_fusion: str = "cat",
+               af_dim: int | None = None, bottleneck_dim: int | None = 1024, last_stride: int = 1,
+               spatial_reduction: int = 8, hyper_reduction: int = 64, channel_reduction: int = 16,
+               kernel_size: int = 3, base_width: int = 64, backbone_weights: str | None = None,
+               zero_init_residual: bool = True, name: str = "adfl") -> keras.Model:
     """Builds ADFL: the strong ResNet-50 baseline + attention modules + an attention-feature skip.
 
-    Graph (Fig. 2-3; decisions in DESIGN.md §5). The default is the paper's best model,
+    Graph (Fig. 2-3). The default is the paper's best model,
     AF3-cat-1024-attn3-1sum:
 
     - ResNet-50 (`tfreid.models.backbones.resnet50`, Keras layer names ``conv1_conv`` ..
@@ -175,7 +150,7 @@ def build_adfl(
     """
     num_classes = check_positive_int("num_classes", num_classes)
     check_bool("zero_init_residual", zero_init_residual)
-    input_shape = _check_input_shape(input_shape)
+    input_shape = check_input_shape(input_shape)
     stages = _check_stages(attention_stages) if attention is not None else ()
     if attention is not None and attention not in ATTENTION_MODULES:
         raise ValueError(f"`attention` must be one of {', '.join(ATTENTION_MODULES)} or None, "
@@ -231,59 +206,4 @@ def build_adfl(
         outputs["features/fused"] = fused
         embedding, outputs["logits/fused"] = _bnneck(fused, num_classes, "fused")
     outputs["embedding"] = embedding
-    model = keras.Model(inputs, outputs, name=name)
-    if zero_init_residual:
-        zero_init_residuals(model)
-    if backbone_weights:
-        from tfreid.models.backbones.weights import load_backbone_weights
-
-        load_backbone_weights(model, backbone_weights)
-    return model
-
-
-@register_model("baseline", small={"input_shape": (64, 32, 3), "base_width": 8, "bottleneck_dim": 64})
-def build_baseline(
-    num_classes: int,
-    input_shape=(384, 128, 3),
-    bottleneck_dim: int | None = 1024,
-    last_stride: int = 1,
-    base_width: int = 64,
-    backbone_weights: str | None = None,
-    zero_init_residual: bool = True,
-    name: str = "baseline",
-) -> keras.Model:
-    """Builds the ADFL strong baseline: ResNet-50 (last stride 1), global max pooling, BNNeck.
-
-    The black-line path of ADFL Fig. 2 (Sec. III-A): `build_adfl` without attention modules and
-    without the AF skip. Layers and outputs as in `build_adfl`: ``global_pool`` (max) ->
-    ``bottleneck`` -> ``features/global`` (triplet) -> ``bnneck_global`` = ``embedding`` ->
-    ``classifier_global`` = ``logits/global``.
-
-    Args:
-        num_classes: number of training identities.
-        input_shape: ``(H, W, 3)``. Default ``(384, 128, 3)`` (paper; Table I also 256x128).
-        bottleneck_dim: bottleneck FC width or None. Default 1024 (paper).
-        last_stride: stride of stage 4, 1 (default) or 2.
-        base_width: ResNet width (64 = ResNet-50; smaller for tests, same graph).
-        backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name.
-        zero_init_residual: as in `build_adfl`. Default True.
-        name: model name.
-
-    Returns:
-        Functional `keras.Model`: ``embedding`` ``[B, bottleneck_dim]`` (post-BN),
-        ``features/global`` (pre-BN), ``logits/global``; all float32.
-
-    Example:
-
-    >>> build_baseline(751).output["embedding"].shape
-    (None, 1024)
-
-    Reference:
-        H. Liu, J. Cheng, S. Wang, W. Wang, "Attention: A Big Surprise for Cross-Domain Person
-        Re-Identification", arXiv 2019, Sec. III-A, V-C, Table I; H. Luo et al., "Bag of Tricks
-        and a Strong Baseline for Deep Person Re-identification", CVPRW 2019.
-    """
-    return build_adfl(num_classes, input_shape=input_shape, attention=None, af_stage=None,
-                      bottleneck_dim=bottleneck_dim, last_stride=last_stride, base_width=base_width,
-                      backbone_weights=backbone_weights, zero_init_residual=zero_init_residual,
-                      name=name)
+    return resnet50_model(inputs, outputs, name, zero_init_residual, backbone_weights)

@@ -111,13 +111,7 @@ class InceptionB(_Inception):
     """HA-CNN Inception-B unit (stride 2): 1x1->3x3/s2, 1x1->3x3->3x3/s2 (filters/4 each) and
     maxpool 3x3/s2 -> 1x1 (filters/2).
 
-    Args:
-        filters: output channels (multiple of 4).
-        use_bias: whether the convolutions have a bias (torchreid: True). Default False.
-        **kwargs: standard `keras.layers.Layer` arguments.
-
-    Call arguments:
-        inputs: ``[B, H, W, C]``; training: Python bool, forwarded to BN.
+    Args and call arguments: as `InceptionA`.
 
     Returns:
         ``[B, ceil(H / 2), ceil(W / 2), filters]``.
@@ -127,9 +121,7 @@ class InceptionB(_Inception):
     >>> InceptionB(128)(keras.random.normal((8, 24, 28, 32))).shape
     (8, 12, 14, 128)
 
-    Reference:
-        W. Li et al., "Harmonious Attention Network for Person Re-Identification", CVPR 2018,
-        Fig. 2; C. Szegedy et al., "Inception-v4, Inception-ResNet ...", AAAI 2017.
+    Reference: as `InceptionA`.
     """
 
     def _streams(self, q):

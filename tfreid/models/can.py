@@ -6,6 +6,7 @@ import numbers
 
 import keras
 
+from tfreid.checks import check_input_shape
 from tfreid.layers.adaptive_concat_pooling import BIN_RULES, AdaptiveConcatPooling2D
 from tfreid.layers.collaborative_attention import CollaborativeAttention
 from tfreid.layers.fused_batch_normalization import FusedBatchNormalization
@@ -118,8 +119,7 @@ def build_can(
 
     Example:
 
-    >>> model = build_can(751)
-    >>> out = model(keras.ops.zeros((2, 384, 128, 3)))
+    >>> out = build_can(751)(keras.ops.zeros((2, 384, 128, 3)))
     >>> out["embedding"].shape, out["logits/part7_6"].shape
     ((2, 4096), (2, 751))
 
@@ -137,13 +137,7 @@ def build_can(
         raise ValueError(f"`last_stride` must be 1 or 2, received last_stride={last_stride!r}.")
     if bin_rule not in BIN_RULES:
         raise ValueError(f"`bin_rule` must be one of {BIN_RULES}, received bin_rule={bin_rule!r}.")
-    try:
-        input_shape = tuple(int(v) for v in input_shape)
-    except (TypeError, ValueError):
-        input_shape = None
-    if input_shape is None or len(input_shape) != 3 or min(input_shape) < 1:
-        raise ValueError(f"`input_shape` must be (height, width, channels) of positive integers, "
-                         f"received input_shape={input_shape!r}.")
+    input_shape = check_input_shape(input_shape)
 
     inputs = keras.Input(shape=input_shape, name="images")
     x = resnet50_stem(inputs, base_width)

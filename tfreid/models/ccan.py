@@ -7,6 +7,7 @@ import numbers
 import keras
 from keras import ops
 
+from tfreid.checks import check_input_shape
 from tfreid.layers.cross_correlated_attention import CrossCorrelatedAttention
 from tfreid.layers.symmetric_self_attention import SymmetricSelfAttention
 from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
@@ -82,10 +83,7 @@ def _head(x, feature_dim, branch):
 
 
 def _check_input_shape(input_shape, num_parts):
-    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
-    ok = len(shape) == 3 and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape)
-    if not ok:
-        raise ValueError(f"`input_shape` must be (H, W, 3) positive integers, received input_shape={input_shape!r}.")
+    shape = check_input_shape(input_shape)
     # Z2 is 1/16 of the input (conv1 /2, three /2 max pools); each of its kp stripes needs >= 1 row.
     if shape[0] % (16 * num_parts):
         raise ValueError(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 
+from tfreid.checks import check_input_shape, check_int_tuple
 from tfreid.layers.conv_bn_relu import PYTORCH_INIT, ConvBNReLU
 from tfreid.layers.harmonious_attention import HarmoniousAttention
 from tfreid.layers.region_sampler import RegionSampler
@@ -14,19 +14,6 @@ from tfreid.layers.soft_attention import SoftAttention
 from tfreid.layers.validation import check_bool, check_positive_int
 from tfreid.models.blocks import ChannelMean, FoldRegions, InceptionA, InceptionB, UnfoldRegions
 from tfreid.models.registry import register_model
-
-
-def _check_int_tuple(name, value, length=None):
-    try:
-        items = tuple(value)
-    except TypeError:
-        items = None
-    ok = items is not None and (length is None or len(items) == length) and len(items) > 0
-    ok = ok and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in items)
-    if not ok:
-        n = f"{length} " if length else ""
-        raise ValueError(f"`{name}` must be a tuple of {n}positive integers, received {name}={value!r}.")
-    return tuple(int(v) for v in items)
 
 
 def _head(x, feature_dim, prefix):
@@ -58,7 +45,7 @@ def build_hacnn(
 ) -> keras.Model:
     """Builds HA-CNN: a global Inception branch with Harmonious Attention and a local branch.
 
-    Graph (``L = len(widths)`` levels, defaults from DESIGN.md §5):
+    Graph (``L = len(widths)`` levels):
 
     - ``stem``: 3x3/s2 conv-BN-ReLU, 32 filters, shared by both branches.
     - Global level ``l``: ``global{l}_inception_a`` (stride 1) -> ``global{l}_inception_b``
@@ -120,15 +107,15 @@ def build_hacnn(
     feature_dim = check_positive_int("feature_dim", feature_dim)
     reduction = check_positive_int("reduction", reduction)
     check_bool("learn_region", learn_region)
-    input_shape = _check_int_tuple("input_shape", input_shape, 3)
-    widths = _check_int_tuple("widths", widths)
+    input_shape = check_input_shape(input_shape)
+    widths = check_int_tuple("widths", widths)
     for w in widths:
         if w % 4 or w < reduction:
             raise ValueError(
                 f"every width must be a multiple of 4 and >= reduction={reduction}, received widths={widths!r}."
             )
     try:
-        local_sizes = tuple(_check_int_tuple("local_sizes", s, 2) for s in local_sizes)
+        local_sizes = tuple(check_int_tuple("local_sizes", s, 2) for s in local_sizes)
     except (TypeError, ValueError):
         raise ValueError(
             f"`local_sizes` must be a tuple of (h, w) pairs of positive integers, received local_sizes={local_sizes!r}."

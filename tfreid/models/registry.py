@@ -1,24 +1,40 @@
-"""Model registry: `build_model(name, num_classes, **overrides)` and friends (DESIGN.md §3)."""
+"""Model registry: `build_model(name, num_classes, **overrides)` and friends.
+
+A model is one module in `tfreid/models/` whose builder is decorated with `register_model`, plus
+its default recipe `tfreid/recipes/<name>.yaml`; every module of this package is imported on
+first use, so nothing else lists the models.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 import keras
+
+from tfreid import config as config_lib
+from tfreid.checks import check_int
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {}
 _SMALL: dict[str, dict] = {}
 
 
-def register_model(name: str, small: dict | None = None):
+def register_model(name: str, small: dict | None = None, recipe=None):
     """Decorator registering a functional builder `fn(num_classes, **kw) -> keras.Model`.
 
-    `small` holds builder overrides giving the same graph (every layer type, branch and output)
-    at a fraction of the width/resolution: what tests, smoke runs and export checks build when
-    the full model would cost minutes on a CPU.
+    Args:
+        name: the model's name (`build_model(name, ...)`, `--model name`).
+        small: builder overrides giving the same graph (every layer type, branch and output)
+            at a fraction of the width/resolution: what tests, smoke runs and export checks
+            build when the full model would cost minutes on a CPU.
+        recipe: the default recipe's YAML file, for a model registered outside tfreid (built-in
+            models use `tfreid/recipes/<name>.yaml`).
     """
 
     def decorator(builder):
+        if recipe is not None:
+            config_lib.register_recipe(name, recipe)
         _BUILDERS[name] = builder
         _SMALL[name] = dict(small or {})
         return builder
@@ -26,13 +42,17 @@ def register_model(name: str, small: dict | None = None):
     return decorator
 
 
-def small_overrides(name: str) -> dict:
-    """The overrides registered as `small` for model `name` (see `register_model`)."""
+def _check_name(name: str) -> None:
     _import_builtin_models()
     if name not in _BUILDERS:
         raise ValueError(
             f"Unknown model {name!r}; available models: {', '.join(sorted(_BUILDERS))}"
         )
+
+
+def small_overrides(name: str) -> dict:
+    """The overrides registered as `small` for model `name` (see `register_model`)."""
+    _check_name(name)
     return dict(_SMALL[name])
 
 
@@ -47,13 +67,8 @@ def build_model(name: str, num_classes: int, **overrides) -> keras.Model:
     The model's outputs are a dict that always holds `"embedding"`, the inference feature as the
     paper defines it, plus the training heads under stable keys (`"logits/global"`, ...).
     """
-    _import_builtin_models()
-    if name not in _BUILDERS:
-        raise ValueError(
-            f"Unknown model {name!r}; available models: {', '.join(sorted(_BUILDERS))}"
-        )
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, received {num_classes!r}")
+    _check_name(name)
+    check_int("num_classes", num_classes)
     return _BUILDERS[name](num_classes, **overrides)
 
 
@@ -67,10 +82,16 @@ def embedding_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, outputs["embedding"], name=f"{model.name}_embedding")
 
 
+_imported = False
+
+
 def _import_builtin_models():
     # Builders register themselves on import; imported lazily to keep `import tfreid` light.
-    from tfreid.models import hacnn  # noqa: F401
-    from tfreid.models import ccan  # noqa: F401
-    from tfreid.models import can  # noqa: F401
-    from tfreid.models import aanet  # noqa: F401
-    from tfreid.models import adfl  # noqa: F401
+    global _imported
+    if _imported:
+        return
+    import tfreid.models as package
+
+    for module in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+        importlib.import_module(module.name)
+    _imported = True

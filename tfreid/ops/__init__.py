@@ -1,1 +1,1 @@
-"""The few raw-TensorFlow helpers that `keras.ops` lacks (DESIGN.md §1)."""
+"""The few raw-TensorFlow helpers that `keras.ops` lacks (layers use `keras.ops` otherwise)."""

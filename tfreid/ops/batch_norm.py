@@ -1,6 +1,7 @@
 """Fused batch normalisation for training (raw TF: `keras.ops` has no fused batch norm).
 
-DESIGN.md §1 keeps raw `tf.*` in this small module; layers call it only on the TF backend.
+Raw `tf.*` lives in this small module so the layers stay on `keras.ops`; they call it only on
+the TF backend.
 """
 
 from __future__ import annotations

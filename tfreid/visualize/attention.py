@@ -292,7 +292,7 @@ def _boxes(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 def compute_attention(model, images: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
     """The attention outputs of ``model`` for ``images`` (float ``[n, H, W, 3]`` in ``[0, 255]``,
     normalised here as the pipeline does); ``{key: array [n, ...]}``."""
-    from tfreid.data.transforms import normalize
+    from tfreid.preprocessing import normalize
 
     net = attention_model(model)
     chunks = [net(normalize(images[i:i + batch_size]), training=False)
@@ -316,7 +316,7 @@ def write_attention(run_dir, images=None, output_dir=None, *, num_images: int = 
     Returns:
         The PNGs written: ``attention_<image>.png`` per image, then ``attention_grid.png``.
     """
-    from tfreid.engine.run_dir import load_run
+    from tfreid.runs import load_run
 
     cfg, model, _ = load_run(run_dir, checkpoint)
     paths = _image_paths(images) if images else _dataset_images(cfg, num_images)

@@ -1,8 +1,8 @@
 """Training curves of a run: loss terms, learning rate, rank-1 and mAP over the training steps.
 
-Reads what every run writes (DESIGN.md §3): ``logs/scalars.jsonl`` (``loss/<term>``,
-``learning_rate``, ``eval/<metric>``; see `tfreid.engine.summaries`), ``metrics_init.json`` (the
-random-initialisation evaluation, plotted at step 0) and ``metrics.json`` (the final evaluation).
+Reads what every run writes (`tfreid.runs`): ``logs/scalars.jsonl`` (``loss/<term>``,
+``learning_rate``, ``eval/<metric>``), ``metrics_init.json`` (the random-initialisation
+evaluation, plotted at step 0) and ``metrics.json`` (the final evaluation).
 A resumed run appends to ``scalars.jsonl`` from its checkpoint's step; for a step logged twice the
 later value (the run that carried on) is kept.
 
@@ -14,10 +14,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 
 import numpy as np
+
+from tfreid.runs import SCALARS_FILE, RunDir
 
 FIGSIZE = (13.5, 3.6)  # inches; at DPI this is the PNG size in pixels (1350 x 360)
 DPI = 100
@@ -50,15 +51,6 @@ def _series(points) -> tuple[np.ndarray, np.ndarray]:
     return steps, np.array([last[int(s)] for s in steps], np.float64)
 
 
-def _read_json(path: pathlib.Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-
-
 def load_curves(run_dir) -> Curves:
     """Reads a run's curves (see the module docstring).
 
@@ -66,19 +58,17 @@ def load_curves(run_dir) -> Curves:
         FileNotFoundError: ``run_dir/logs/scalars.jsonl`` is missing.
         ValueError: the run logged no loss at all.
     """
-    from tfreid.engine.summaries import SCALARS_FILE, read_scalars
-
-    run_dir = pathlib.Path(run_dir)
-    path = run_dir / "logs" / SCALARS_FILE
+    run = RunDir(run_dir)
+    path = run.logs / SCALARS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a tfreid run directory "
+        raise FileNotFoundError(f"{path} not found: is {run.path} a tfreid run directory "
                                 "(written by python -m tfreid.train)?")
-    scalars = read_scalars(str(path))
+    scalars = run.read_scalars()
     losses = {tag[len("loss/"):]: _series(v) for tag, v in scalars.items() if tag.startswith("loss/")}
     if not losses:
         raise ValueError(f"{path} holds no loss/* scalars (tags: {sorted(scalars)})")
     lr = {"learning_rate": _series(scalars["learning_rate"])} if "learning_rate" in scalars else {}
-    init, final = _read_json(run_dir / "metrics_init.json"), _read_json(run_dir / "metrics.json")
+    init, final = run.read_metrics(init=True), run.read_metrics()
     retrieval = {}
     for key, _ in RETRIEVAL:
         points = [(0, init[key])] if key in init else []

@@ -24,7 +24,7 @@ def font() -> ImageFont.ImageFont:
 
 
 def load_images(paths, size) -> np.ndarray:
-    """Read image files and resize them exactly as the evaluation pipeline does.
+    """Read image files and resize them as the evaluation pipeline does (`tfreid.preprocessing`).
 
     Args:
         paths: image file paths (JPEG/PNG/BMP/GIF).
@@ -39,21 +39,18 @@ def load_images(paths, size) -> np.ndarray:
     """
     import tensorflow as tf
 
-    from tfreid.data.pipeline import decode_image
+    from tfreid.preprocessing import decode_resize
 
-    height, width = (int(v) for v in size)
+    size = tuple(int(v) for v in size)
     out = []
     for path in paths:
         path = pathlib.Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"image {path} not found")
         try:
-            image = decode_image(tf.constant(path.read_bytes()))
+            out.append(decode_resize(tf.constant(path.read_bytes()), size).numpy())
         except tf.errors.OpError as err:
             raise ValueError(f"cannot decode image {path}: {str(err).splitlines()[0][:200]}") from None
-        # Same op and arguments as tfreid.data.pipeline._read_resize.
-        out.append(tf.image.resize(image, (height, width), method="bilinear",
-                                   antialias=False).numpy())
     if not out:
         raise ValueError("no images given")
     return np.stack(out).astype(np.float32)

@@ -21,6 +21,7 @@ import pathlib
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tfreid.checks import check_int
 from tfreid.metrics.rank import check_ids, evaluate_rank
 from tfreid.visualize import draw
 
@@ -57,8 +58,7 @@ def rank_gallery(distmat, q_pids, g_pids, q_camids, g_camids, topk: int = 10):
         >>> idx.tolist(), ok.tolist()   # item 2: same pid and camera as the query, removed
         ([[0, 1, -1]], [[False, True, False]])
     """
-    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
-        raise ValueError(f"topk must be a positive integer, got {topk!r}")
+    check_int("topk", topk)
     q_pids, g_pids, q_camids, g_camids = check_ids(q_pids, g_pids, q_camids, g_camids)
     distmat = np.asarray(distmat)
     if distmat.shape != (len(q_pids), len(g_pids)) or distmat.dtype.kind not in "fiu":
@@ -84,9 +84,7 @@ def select_queries(q_pids, g_pids, q_camids, g_camids, num_queries: int) -> np.n
     A query is valid (counted by the evaluation) when its pid appears in the gallery under another
     camera. The choice depends only on the ids, so it is the same for every model.
     """
-    if isinstance(num_queries, bool) or not isinstance(num_queries, (int, np.integer)) \
-            or num_queries < 1:
-        raise ValueError(f"num_queries must be a positive integer, got {num_queries!r}")
+    check_int("num_queries", num_queries)
     q_pids, g_pids, q_camids, g_camids = check_ids(q_pids, g_pids, q_camids, g_camids)
     seen = set(zip(g_pids.tolist(), g_camids.tolist()))
     cams_of = {}
@@ -169,9 +167,9 @@ def compute_ranked_lists(run_dir, *, dataset: str | None = None, data_root: str 
     from tfreid import metrics
     from tfreid.data import build_dataset
     from tfreid.data.pipeline import BadImageReport
-    from tfreid.engine.evaluator import extract_features
-    from tfreid.engine.run_dir import load_run
+    from tfreid.inference import extract_features
     from tfreid.models import embedding_model
+    from tfreid.runs import load_run
 
     cfg, model, _ = load_run(run_dir, checkpoint)
     name = dataset or cfg.data.dataset

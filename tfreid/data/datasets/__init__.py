@@ -1,5 +1,5 @@
 """Dataset registry: `build_dataset(name, root=None, **kw)`, `available_datasets()`,
-`register_dataset(name)` (DESIGN.md §3).
+`register_dataset(name)`.
 
 A loader is a callable `loader(root, **kw) -> ReIDDataset`. Loaders live in sibling modules
 and register themselves on import.

@@ -1,4 +1,4 @@
-"""The dataset contract shared by every loader (DESIGN.md §3)."""
+"""The dataset contract shared by every loader: `Sample` lists and `ReIDDataset`."""
 
 from __future__ import annotations
 
@@ -31,10 +31,6 @@ class ReIDDataset:
     @property
     def num_train_pids(self) -> int:
         return len({s.pid for s in self.train})
-
-    @property
-    def num_train_cams(self) -> int:
-        return len({s.camid for s in self.train})
 
     def summary(self) -> str:
         """A small table of images / ids / cameras per split."""

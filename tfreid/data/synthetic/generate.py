@@ -10,6 +10,7 @@ import pathlib
 import sys
 import time
 
+from tfreid.checks import check_int
 from tfreid.data.synthetic.cameras import encode_jpeg
 from tfreid.data.synthetic.config import Difficulty, SyntheticConfig
 from tfreid.data.synthetic.layout import SPLIT_DIRS, ImageSpec, plan
@@ -99,9 +100,7 @@ def generate(out, config: SyntheticConfig | None = None, *, workers: int | None 
         >>> generate("/tmp/syn", SyntheticConfig(train_ids=6, test_ids=4, cameras=3))  # doctest: +SKIP
     """
     config = config or SyntheticConfig()
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ValueError(f"workers must be a positive integer; got {workers!r}")
+    check_int("workers", workers, allow_none=True)
     start = time.perf_counter()
     out = pathlib.Path(out)
     _prepare(out, overwrite)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import keras
 
+from tfreid.checks import check_int
 from tfreid.layers.fused_batch_normalization import FusedBatchNormalization
 
 # blocks per stage and whether the stage's first block strides (stage 1 follows the max pool)
@@ -30,9 +31,7 @@ AfterBlock = Callable[[str, keras.KerasTensor, keras.KerasTensor], keras.KerasTe
 
 
 def _check_width(base_width):
-    if not isinstance(base_width, int) or isinstance(base_width, bool) or base_width < 1:
-        raise ValueError(f"base_width must be a positive integer (64 = ResNet-50), "
-                         f"received base_width={base_width!r}")
+    check_int("base_width", base_width)  # 64 = ResNet-50
 
 
 def _conv_bn(x, filters, kernel, stride, name, padding="valid"):
@@ -138,6 +137,27 @@ def build_resnet50(input_shape=(256, 128, 3), last_stride: int = 2, base_width: 
         from tfreid.models.backbones.weights import load_backbone_weights
 
         load_backbone_weights(model, weights)
+    return model
+
+
+def resnet50_model(inputs, outputs, name: str, zero_init_residual: bool = False,
+                   backbone_weights: str | None = None, prefixes=("",)) -> keras.Model:
+    """The functional model of a ResNet-50-based network, initialised as its builder asks.
+
+    Args:
+        inputs, outputs, name: as for `keras.Model`.
+        zero_init_residual: start every residual block as the identity (`zero_init_residuals`).
+        backbone_weights: optional local ImageNet ``.h5`` file loaded by layer name afterwards
+            (it overwrites the zero initialisation).
+        prefixes: layer-name prefixes of the backbone copies (`load_backbone_weights`).
+    """
+    model = keras.Model(inputs, outputs, name=name)
+    if zero_init_residual:
+        zero_init_residuals(model)
+    if backbone_weights:
+        from tfreid.models.backbones.weights import load_backbone_weights
+
+        load_backbone_weights(model, backbone_weights, prefixes=prefixes)
     return model
 
 
