@@ -58,7 +58,7 @@ def test_output_keys_shapes_and_dtypes(out):
 
 
 def test_heads_are_stripe_means_of_the_last_map(model, images, out):
-    probe = keras.Model(model.input, model.get_layer("ofa6_apply").output)
+    probe = keras.Model(model.input, model.get_layer("conv5_block3_out").output)
     last = np.asarray(probe(images, training=False)).astype("float64")  # [4, 6, 2, 256]
     parts = last.mean(axis=2)  # six one-row stripes, averaged over the width
     np.testing.assert_allclose(out["embedding"], parts.reshape(4, -1), rtol=1e-5, atol=1e-6)
@@ -87,22 +87,33 @@ def test_baseline_without_attention_and_uneven_pcb_stripes():
 
 
 # ----------------------------------------------------------------------------- placement
-def test_ofa_runs_in_parallel_with_the_last_six_blocks(model):
+def test_ofa_masks_the_residual_mapping_of_the_last_six_blocks(model):
+    """Eq. 2, F_out = f(F_in) * A with f He et al.'s residual mapping: the map multiplies the
+    residual branch; the shortcut is then added unmasked and the block's ReLU applied."""
     assert ofa_names(model) == [f"ofa{k}" for k in range(1, 7)]
     for k, block in enumerate(LAST, 1):
         ofa = model.get_layer(f"ofa{k}")
         # same input as the block's first conv: F_in feeds both paths (Eq. 2)
         assert ofa.input is model.get_layer(f"{block}_1_conv").input
-        block_out, attention = model.get_layer(f"ofa{k}_apply").input
-        assert block_out is model.get_layer(f"{block}_out").output and attention is ofa.output
-        assert ofa.filters == block_out.shape[-1] and ofa.strides == 1
-        assert ofa.fca is not None and ofa.msa is not None
-    # the attended output is what the next block (and the heads) consume
-    assert model.get_layer("conv4_block5_1_conv").input is model.get_layer("ofa1_apply").output
-    assert model.get_layer("conv5_block1_0_conv").input is model.get_layer("ofa3_apply").output
-    assert model.get_layer("classifier_global").input is model.get_layer("ofa6_apply").output
+        residual, attention = model.get_layer(f"ofa{k}_apply").input
+        assert residual is model.get_layer(f"{block}_3_bn").output and attention is ofa.output
+        assert model.get_layer(f"{block}_add").input[1] is model.get_layer(f"ofa{k}_apply").output
+        assert ofa.filters == residual.shape[-1] and ofa.strides == 1
+        assert ofa.fca is not None and ofa.msa is not None and ofa.msa.layout == "compact"
+    assert model.get_layer("conv5_block2_add").input[0] is model.get_layer("conv5_block1_out").output
     # blocks before conv4_block4 have no attention
-    assert model.get_layer("conv4_block4_1_conv").input is model.get_layer("conv4_block3_out").output
+    assert model.get_layer("conv4_block3_add").input[1] is model.get_layer("conv4_block3_3_bn").output
+
+
+def test_mask_on_the_block_output_variant():
+    """mask_target="output": the map multiplies the whole block output, shortcut included."""
+    m = build(num_ofa=2, mask_target="output", msa_layout="literal", use_aam=False)
+    for k, block in enumerate(LAST[-2:], 1):
+        ofa = m.get_layer(f"ofa{k}")
+        assert ofa.input is m.get_layer(f"{block}_1_conv").input and ofa.msa.layout == "literal"
+        assert m.get_layer(f"ofa{k}_apply").input == [m.get_layer(f"{block}_out").output, ofa.output]
+    assert m.get_layer("conv5_block3_1_conv").input is m.get_layer("ofa1_apply").output
+    assert m.get_layer("global_pool").input is m.get_layer("ofa2_apply").output
 
 
 def test_explicit_blocks_with_strides_and_fca_only():
@@ -117,14 +128,17 @@ def test_explicit_blocks_with_strides_and_fca_only():
         assert ofa.input is m.get_layer(f"{block}_1_conv").input and ofa.strides == 2
         assert ofa.input.shape[1:] == shape_in and ofa.output.shape[1:] == shape_out
         assert ofa.msa is None and ofa.fca is not None
-        assert m.get_layer(f"ofa{k}_apply").input[0] is m.get_layer(f"{block}_out").output
+        assert m.get_layer(f"ofa{k}_apply").input[0] is m.get_layer(f"{block}_3_bn").output
 
 
-def test_series_variant_with_msa_only():
-    m = build(ofa_mode="series", num_ofa=2, use_fca=False, use_aam=False)
+@pytest.mark.parametrize("target,tensor", [("residual", "3_bn"), ("output", "out")])
+def test_series_variant_with_msa_only(target, tensor):
+    """AANet-2: the map comes from the tensor it multiplies (SE-style inside the residual
+    branch, or after the block)."""
+    m = build(ofa_mode="series", num_ofa=2, use_fca=False, use_aam=False, mask_target=target)
     for k, block in enumerate(("conv5_block2", "conv5_block3"), 1):
         ofa = m.get_layer(f"ofa{k}")
-        assert ofa.input is m.get_layer(f"{block}_out").output and ofa.fca is None
+        assert ofa.input is m.get_layer(f"{block}_{tensor}").output and ofa.fca is None
         assert m.get_layer(f"ofa{k}_apply").input == [ofa.input, ofa.output]
 
 
@@ -163,6 +177,10 @@ def test_each_loss_trains_what_the_paper_says(model, images):
     }
     saved = model.get_weights()  # training=True moves BN statistics of the shared fixture
     try:
+        # residual branches switched on: at gamma = 0 the masked residual is 0 and OFA gets no
+        # gradient (it does from the first update of gamma on)
+        for block in LAST:
+            model.get_layer(f"{block}_3_bn").gamma.assign(np.full(model.get_layer(f"{block}_3_bn").gamma.shape, 0.5))
         with tf.GradientTape(persistent=True) as tape:
             o = model(images, training=True)
             acd = tf.reduce_mean(attention_cosine_distance(labels, o["alignment"]))
@@ -219,23 +237,31 @@ def _conv_bn(cin, cout, kh=1, kw=1):
     return kh * kw * cin * cout + 2 * cout
 
 
-def _ofa_params(c, f):
+def _ofa_params(c, f, layout):
     mid = c // 16
     fca = c * (c // 16) + c // 16 + (c // 16) * c + c
-    msa = 4 * (_conv_bn(c, mid) + _conv_bn(mid, c)) + sum(2 * _conv_bn(mid, mid, 1, n) for n in (3, 5, 7))
-    return fca + msa + _conv_bn(c, f)
+    branches = 4 * _conv_bn(c, mid) + sum(2 * _conv_bn(mid, mid, 1, n) for n in (3, 5, 7))
+    if layout == "compact":  # each branch maps its c/16 channels straight to f, one BN after the sum
+        return fca + branches + 4 * mid * f + 2 * f
+    return fca + branches + 4 * _conv_bn(mid, c) + _conv_bn(c, f)
 
 
 def test_ofa_parameter_count_matches_formula(model):
     widths = [(128, 128)] * 3 + [(128, 256), (256, 256), (256, 256)]
+    literal = build(num_ofa=3, msa_layout="literal", use_aam=False)
     for k, (c, f) in enumerate(widths, 1):
         layer = model.get_layer(f"ofa{k}")
-        assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == _ofa_params(c, f)
+        assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == _ofa_params(c, f, "compact")
+        if k > 3:
+            layer = literal.get_layer(f"ofa{k - 3}")
+            assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == _ofa_params(c, f, "literal")
 
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"ofa_mode": "stacked"}, "ofa_mode"),
     ({"num_ofa": 17}, "num_ofa"),
+    ({"mask_target": "shortcut"}, "mask_target"),
+    ({"msa_layout": "paper"}, "msa_layout"),
     ({"ofa_blocks": ["conv6_block1"]}, "ofa_blocks"),
     ({"num_parts": 7}, r"`num_parts`=7 exceeds the height 6"),
     ({"input_shape": (96, 32)}, "input_shape"),

@@ -7,6 +7,7 @@ import numbers
 import keras
 
 from tfreid.layers.attention_alignment import AttentionAlignment
+from tfreid.layers.multi_scale_spatial_attention import LAYOUTS
 from tfreid.layers.omnibearing_attention import OmnibearingAttention
 from tfreid.layers.validation import check_bool, check_positive_int
 from tfreid.models.backbones.resnet50 import STAGE_BLOCKS, resnet50_stage, resnet50_stem, zero_init_residuals
@@ -16,6 +17,7 @@ from tfreid.models.registry import register_model
 # The 16 residual blocks of ResNet-50 in network order (Keras names, stage s = conv{s+1}).
 BLOCK_NAMES = tuple(f"conv{s + 1}_block{b}" for s, n in STAGE_BLOCKS.items() for b in range(1, n + 1))
 OFA_MODES = ("parallel", "series", "dense")
+MASK_TARGETS = ("residual", "output")
 
 
 def _check_ofa_blocks(num_ofa, ofa_blocks):
@@ -43,21 +45,30 @@ def _stride(source, target, what):
 
 
 class _OFAPlacement:
-    """The ``after_block`` hook of `resnet50_stage`: runs OFA beside (or after) chosen blocks."""
+    """Runs OFA beside (or after) chosen blocks: ``on_residual`` masks a block's residual branch
+    before its shortcut add, ``after_block`` masks the block output (hooks of `resnet50_stage`)."""
 
-    def __init__(self, blocks, mode, kwargs, outputs):
+    def __init__(self, blocks, mode, mask_target, kwargs, outputs):
         self.index = {name: k for k, name in enumerate(blocks, 1)}
-        self.mode, self.kwargs, self.outputs = mode, kwargs, outputs
+        self.mode, self.mask_target, self.kwargs, self.outputs = mode, mask_target, kwargs, outputs
         self.maps = []  # dense mode: the attention maps produced so far
 
-    def __call__(self, name, block_input, block_output):
-        k = self.index.get(name)
-        if k is None:
+    def on_residual(self, name, block_input, residual):
+        if self.mask_target != "residual" or name not in self.index:
+            return residual
+        return self._mask(name, block_input, residual)
+
+    def after_block(self, name, block_input, block_output):
+        if self.mask_target != "output" or name not in self.index:
             return block_output
-        out_hw, filters = tuple(block_output.shape[1:3]), block_output.shape[-1]
+        return self._mask(name, block_input, block_output)
+
+    def _mask(self, name, block_input, target):
+        k = self.index[name]
+        out_hw, filters = tuple(target.shape[1:3]), target.shape[-1]
         if self.mode == "series":  # AANet-2 (Table 4): attention on the block's own output
-            source, strides = block_output, 1
-        else:  # Eq. 2: F_out = f(F_in) * A(F_in)
+            source, strides = target, 1
+        else:  # Eq. 2: f(F_in) * A(F_in)
             source = block_input
             strides = _stride(block_input.shape[1:3], out_hw, f"ofa{k} ({name})")
             if self.mode == "dense" and self.maps:
@@ -66,7 +77,7 @@ class _OFAPlacement:
         attention = OmnibearingAttention(filters, strides=strides, name=f"ofa{k}", **self.kwargs)(source)
         self.maps.append(attention)
         self.outputs[f"attention/ofa{k}"] = ChannelMean(name=f"ofa{k}_map", dtype="float32")(attention)
-        return keras.layers.Multiply(name=f"ofa{k}_apply")([block_output, attention])
+        return keras.layers.Multiply(name=f"ofa{k}_apply")([target, attention])
 
     @staticmethod
     def _project(j, attention, target, k):
@@ -87,6 +98,8 @@ def build_aanet(
     num_ofa: int = 6,
     ofa_blocks=None,
     ofa_mode: str = "parallel",
+    mask_target: str = "residual",
+    msa_layout: str = "compact",
     use_fca: bool = True,
     use_msa: bool = True,
     use_aam: bool = True,
@@ -173,6 +186,11 @@ def build_aanet(
         check_bool(key, value)
     if ofa_mode not in OFA_MODES:
         raise ValueError(f"`ofa_mode` must be one of {', '.join(OFA_MODES)}, received ofa_mode={ofa_mode!r}.")
+    if mask_target not in MASK_TARGETS:
+        raise ValueError(f"`mask_target` must be one of {', '.join(MASK_TARGETS)}, "
+                         f"received mask_target={mask_target!r}.")
+    if msa_layout not in LAYOUTS:
+        raise ValueError(f"`msa_layout` must be one of {', '.join(LAYOUTS)}, received msa_layout={msa_layout!r}.")
     if last_stride not in (1, 2) or isinstance(last_stride, bool):
         raise ValueError(f"`last_stride` must be 1 or 2, received last_stride={last_stride!r}.")
     try:
@@ -192,14 +210,15 @@ def build_aanet(
     blocks = _check_ofa_blocks(num_ofa, ofa_blocks) if (use_fca or use_msa) else ()
     ofa_kwargs = dict(reduction=check_positive_int("reduction", reduction),
                       spatial_reduction=check_positive_int("spatial_reduction", spatial_reduction),
-                      use_fca=use_fca, use_msa=use_msa)
+                      use_fca=use_fca, use_msa=use_msa, msa_layout=msa_layout)
 
     inputs = keras.Input(shape=tuple(int(v) for v in input_shape), name="images")
     outputs = {}
-    hook = _OFAPlacement(blocks, ofa_mode, ofa_kwargs, outputs)
+    hook = _OFAPlacement(blocks, ofa_mode, mask_target, ofa_kwargs, outputs)
     x = resnet50_stem(inputs, base_width)
     for stage in STAGE_BLOCKS:
-        x = resnet50_stage(x, stage, last_stride if stage == 4 else None, base_width, after_block=hook)
+        x = resnet50_stage(x, stage, last_stride if stage == 4 else None, base_width,
+                           after_block=hook.after_block, on_residual=hook.on_residual)
     assert x.shape[1] == h, (x.shape, h)
 
     parts = []
