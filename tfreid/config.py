@@ -283,8 +283,9 @@ def _ce(name: str, output: str, smoothing: float = 0.0) -> dict:
 # the real benchmarks live in configs/*.yaml.
 MODEL_DEFAULTS: dict[str, dict] = {
     # AANet on the synthetic set: the paper's model (6 OFA beside the last 6 blocks, 6 parts, AAM
-    # with T_h = T_w = 0.3) and loss (6 part CE + improved TriHard + ACD, alpha = beta = 1, plus CE
-    # on the holistic classifier whose CAMs AAM aligns), P=10 K=3, flip, cosine retrieval. 96x48
+    # with T_h = T_w = 0.3) and loss (6 part CE + improved TriHard + ACD summed over identities
+    # (Eq. 7), alpha = beta = 1, plus CE on the holistic classifier whose CAMs AAM aligns),
+    # P=10 K=3, flip, cosine retrieval. 96x48
     # input (6x3 last maps: one row per part) and a short warmed-up Adam schedule so the
     # from-scratch ResNet-50 (zero-init residuals) learns within the CPU budget. TriHard uses the
     # cosine distance here: from scratch, Eq. 9's pull term on Euclidean distances shrinks the
@@ -298,7 +299,7 @@ MODEL_DEFAULTS: dict[str, dict] = {
                      {"name": "trihard", "type": "improved_trihard", "output": "features/global",
                       "weight": 1.0, "kwargs": {"margin": 0.3, "metric": "cosine"}},
                      {"name": "acd", "type": "attention_cosine_distance", "output": "alignment",
-                      "weight": 1.0}],
+                      "weight": 1.0, "kwargs": {"sum_over_identities": True}}],
         "optim": {"name": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0.5,
                   "warmup_start_lr": 1e-4},
         "train": {"epochs": 3},
@@ -348,7 +349,8 @@ MODEL_DEFAULTS: dict[str, dict] = {
             [_ce(f"ce_{f}", f"logits/{f}") for f in
              ["global"] + [f"part{n}_{k}" for n in (3, 5, 7) for k in ["global", *range(1, n)]]]
             + [{"name": f"tri_{g}", "type": "batch_hard_triplet", "output": f"features/{g}_concat",
-                "weight": 1.0, "kwargs": {"margin": 0.3}} for g in ("global", "local")]
+                "weight": 1.0, "kwargs": {"margin": 0.3, "metric": "sqeuclidean"}}
+               for g in ("global", "local")]
             + [{"name": f"center_{g}", "type": "center_loss", "output": f"features/{g}_concat",
                 "weight": 5e-4, "kwargs": {"feature_dim": dim, "alpha": 0.5}}
                for g, dim in (("global", 4 * 256), ("local", 12 * 256))]),

@@ -222,3 +222,17 @@ def test_same_step_on_two_mirrored_replicas():
     rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["sgd"], ["adam"])]
     assert [r[:2] for r in rows] == [["sgd", "2"], ["adam", "2"]]
     assert all(float(r[2]) < 1e-5 for r in rows), rows
+
+
+def test_paper_recipes_decay_as_their_pytorch_code():
+    """Every recipe in configs/ with weight decay adds it to the gradient (the papers' PyTorch
+    SGD/Adam weight_decay); CAN and HA-CNN's Adam recipe have none."""
+    from tfreid.config import resolve
+
+    modes = {}
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = resolve(None, str(path), {}, [])
+        modes[path.stem] = (cfg.optim.weight_decay_mode if cfg.optim.weight_decay else None)
+    assert modes == {"aanet_market1501": "l2", "adfl_market1501": "l2", "baseline_market1501": "l2",
+                     "can_market1501": None, "ccan_cuhk03": "l2", "ccan_market1501": "l2",
+                     "hacnn_market1501": None, "hacnn_market1501_sgd": "l2"}

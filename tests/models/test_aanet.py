@@ -87,33 +87,37 @@ def test_baseline_without_attention_and_uneven_pcb_stripes():
 
 
 # ----------------------------------------------------------------------------- placement
-def test_ofa_masks_the_residual_mapping_of_the_last_six_blocks(model):
-    """Eq. 2, F_out = f(F_in) * A with f He et al.'s residual mapping: the map multiplies the
-    residual branch; the shortcut is then added unmasked and the block's ReLU applied."""
+def test_ofa_runs_in_parallel_with_the_last_six_blocks(model):
+    """Eq. 2, F_out = f(F_in) * A: the map multiplies the parallel block's output."""
     assert ofa_names(model) == [f"ofa{k}" for k in range(1, 7)]
     for k, block in enumerate(LAST, 1):
         ofa = model.get_layer(f"ofa{k}")
         # same input as the block's first conv: F_in feeds both paths (Eq. 2)
         assert ofa.input is model.get_layer(f"{block}_1_conv").input
-        residual, attention = model.get_layer(f"ofa{k}_apply").input
-        assert residual is model.get_layer(f"{block}_3_bn").output and attention is ofa.output
-        assert model.get_layer(f"{block}_add").input[1] is model.get_layer(f"ofa{k}_apply").output
-        assert ofa.filters == residual.shape[-1] and ofa.strides == 1
+        block_out, attention = model.get_layer(f"ofa{k}_apply").input
+        assert block_out is model.get_layer(f"{block}_out").output and attention is ofa.output
+        assert ofa.filters == block_out.shape[-1] and ofa.strides == 1
         assert ofa.fca is not None and ofa.msa is not None and ofa.msa.layout == "compact"
-    assert model.get_layer("conv5_block2_add").input[0] is model.get_layer("conv5_block1_out").output
+    # the attended output is what the next block (and the heads) consume
+    assert model.get_layer("conv4_block5_1_conv").input is model.get_layer("ofa1_apply").output
+    assert model.get_layer("conv5_block1_0_conv").input is model.get_layer("ofa3_apply").output
+    assert model.get_layer("global_pool").input is model.get_layer("ofa6_apply").output
     # blocks before conv4_block4 have no attention
-    assert model.get_layer("conv4_block3_add").input[1] is model.get_layer("conv4_block3_3_bn").output
+    assert model.get_layer("conv4_block4_1_conv").input is model.get_layer("conv4_block3_out").output
 
 
-def test_mask_on_the_block_output_variant():
-    """mask_target="output": the map multiplies the whole block output, shortcut included."""
-    m = build(num_ofa=2, mask_target="output", msa_layout="literal", use_aam=False)
+def test_mask_on_the_residual_mapping_variant():
+    """mask_target="residual" (He et al.'s f = the residual mapping): the map multiplies the
+    residual branch; the shortcut is then added unmasked and the block's ReLU applied."""
+    m = build(num_ofa=2, mask_target="residual", msa_layout="literal", use_aam=False)
     for k, block in enumerate(LAST[-2:], 1):
         ofa = m.get_layer(f"ofa{k}")
         assert ofa.input is m.get_layer(f"{block}_1_conv").input and ofa.msa.layout == "literal"
-        assert m.get_layer(f"ofa{k}_apply").input == [m.get_layer(f"{block}_out").output, ofa.output]
-    assert m.get_layer("conv5_block3_1_conv").input is m.get_layer("ofa1_apply").output
-    assert m.get_layer("global_pool").input is m.get_layer("ofa2_apply").output
+        residual, attention = m.get_layer(f"ofa{k}_apply").input
+        assert residual is m.get_layer(f"{block}_3_bn").output and attention is ofa.output
+        assert m.get_layer(f"{block}_add").input[1] is m.get_layer(f"ofa{k}_apply").output
+    assert m.get_layer("conv5_block3_1_conv").input is m.get_layer("conv5_block2_out").output
+    assert m.get_layer("global_pool").input is m.get_layer("conv5_block3_out").output
 
 
 def test_explicit_blocks_with_strides_and_fca_only():
@@ -128,7 +132,7 @@ def test_explicit_blocks_with_strides_and_fca_only():
         assert ofa.input is m.get_layer(f"{block}_1_conv").input and ofa.strides == 2
         assert ofa.input.shape[1:] == shape_in and ofa.output.shape[1:] == shape_out
         assert ofa.msa is None and ofa.fca is not None
-        assert m.get_layer(f"ofa{k}_apply").input[0] is m.get_layer(f"{block}_3_bn").output
+        assert m.get_layer(f"ofa{k}_apply").input[0] is m.get_layer(f"{block}_out").output
 
 
 @pytest.mark.parametrize("target,tensor", [("residual", "3_bn"), ("output", "out")])
@@ -177,10 +181,6 @@ def test_each_loss_trains_what_the_paper_says(model, images):
     }
     saved = model.get_weights()  # training=True moves BN statistics of the shared fixture
     try:
-        # residual branches switched on: at gamma = 0 the masked residual is 0 and OFA gets no
-        # gradient (it does from the first update of gamma on)
-        for block in LAST:
-            model.get_layer(f"{block}_3_bn").gamma.assign(np.full(model.get_layer(f"{block}_3_bn").gamma.shape, 0.5))
         with tf.GradientTape(persistent=True) as tape:
             o = model(images, training=True)
             acd = tf.reduce_mean(attention_cosine_distance(labels, o["alignment"]))
@@ -272,3 +272,26 @@ def test_ofa_parameter_count_matches_formula(model):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build(**kwargs)
+
+
+# ----------------------------------------------------------------------------- paper recipe
+def test_paper_config_follows_sec_4_2(model):
+    """ACD summed over identities (Eq. 7), L2 weight decay, and after epoch 40 the lr of every
+    layer but the classifiers drops to 0.001 while the classifiers keep 0.01."""
+    from tfreid.config import resolve
+    from tfreid.engine.optim import build_optimizer
+
+    cfg = resolve(None, "configs/aanet_market1501.yaml", {}, [])
+    assert cfg.model.kwargs["mask_target"] == "output" and cfg.model.kwargs["msa_layout"] == "compact"
+    acd = [t for t in cfg.losses if t.type == "attention_cosine_distance"]
+    assert [t.kwargs for t in acd] == [{"sum_over_identities": True}]
+    assert (cfg.optim.name, cfg.optim.weight_decay_mode, cfg.optim.weight_decay) == ("sgd", "l2", 5e-4)
+    opt = build_optimizer(cfg.optim, steps_per_epoch=10, total_steps=1000)
+    opt.build(model.trainable_variables)
+    for step, conv_lr in ((399, 0.01), (400, 0.001), (999, 0.001)):
+        opt.iterations.assign(step)
+        lrs = {v.path: float(opt.variable_learning_rate(v)) for v in model.trainable_variables}
+        fixed = {p for p, lr in lrs.items() if lr == pytest.approx(0.01)}
+        assert fixed == {p for p in lrs if p.startswith("classifier_")} | (set(lrs) if conv_lr == 0.01 else set())
+        assert len({p.split("/")[0] for p in lrs if p.startswith("classifier_")}) == 7
+        assert all(lr == pytest.approx(conv_lr) for p, lr in lrs.items() if not p.startswith("classifier_"))

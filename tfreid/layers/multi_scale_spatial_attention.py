@@ -57,8 +57,7 @@ class MultiScaleSpatialAttention(keras.layers.Layer):
       and cost match the paper's Table 5 (``docs/models.md``). Implemented as one 1x1 conv on
       the concatenated branches (identical to the sum of per-branch convs).
     - ``"literal"``: each branch expands back to ``C`` with its own conv-BN-ReLU, the branches
-      are summed and a 1x1 conv-BN maps the sum to ``filters``: 2.3x the OFA parameters of
-      Table 5.
+      are summed and a 1x1 conv-BN maps the sum to ``filters`` (far above Table 5's size).
 
     Decisions the paper leaves open: every conv is conv-BN(-ReLU), no biases, ``"same"``
     padding; the branch convs end in ReLU; the last conv has BN without ReLU, so the sigmoid

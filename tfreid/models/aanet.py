@@ -98,7 +98,7 @@ def build_aanet(
     num_ofa: int = 6,
     ofa_blocks=None,
     ofa_mode: str = "parallel",
-    mask_target: str = "residual",
+    mask_target: str = "output",
     msa_layout: str = "compact",
     use_fca: bool = True,
     use_msa: bool = True,
@@ -122,10 +122,11 @@ def build_aanet(
       ``conv5_block3_out``), stage 4 with stride ``last_stride`` (1: 24x12 maps at 384x192).
     - OFA ``ofa{k}`` (`OmnibearingAttention`), ``k = 1..`` in network order, beside each chosen
       residual block: ``ofa{k}_apply`` = block output x ``ofa{k}``(block input) (Eq. 2,
-      ``ofa_mode="parallel"``). ``"series"`` computes the map from the block output instead
-      (AANet-2, Table 4); ``"dense"`` adds every earlier map to the block input first
-      (``ofa{k}_dense_add``; maps of another shape through a 1x1 conv ``ofa{k}_from_ofa{j}``,
-      AANet-DenseOFA). ``ofa{k}_map`` is its channel mean for visualisation.
+      ``ofa_mode="parallel"``, ``mask_target="output"``); ``mask_target="residual"`` multiplies
+      the block's residual branch instead, before its shortcut is added. ``"series"`` computes
+      the map from the tensor it multiplies (AANet-2, Table 4); ``"dense"`` adds every earlier
+      map to the block input first (``ofa{k}_dense_add``; maps of another shape through a 1x1
+      conv ``ofa{k}_from_ofa{j}``, AANet-DenseOFA). ``ofa{k}_map`` is its channel mean.
     - Parts (Sec. 3.4): ``part{z}_crop`` takes horizontal stripe ``z`` of the last map (PCB's
       adaptive bins), ``part{z}_pool`` averages it (``C`` = 2048 features) and
       ``classifier_part{z}`` gives its identity logits.
@@ -136,6 +137,11 @@ def build_aanet(
     - ``embedding`` = the part features concatenated, part-major (``num_parts * C`` = 12288-D),
       compared with the cosine distance.
 
+    Two readings the paper leaves open (``docs/models.md``): MSA's ``msa_layout`` (``"compact"``:
+    6 OFA add 9.6 M parameters / 2.3 GMACs at 767 classes and 384x192, Table 5's +9.8 M /
+    +2.2 G; ``"literal"``: +23.1 M / +6.2 G) and where the mask applies (``mask_target``:
+    ``"output"`` reads Eq. 2's ``f(F_in, {W})`` as the block's mapping, ``"residual"`` as He et
+    al.'s residual function; "output" trained better in a short synthetic comparison).
     Args:
         num_classes: number of training identities.
         input_shape: ``(H, W, 3)`` of the normalised input. Default ``(384, 192, 3)`` (paper).
@@ -145,6 +151,10 @@ def build_aanet(
         ofa_blocks: explicit block names instead of ``num_ofa`` (Table 4's ``Conv.B3`` is
             ``["conv4_block1", ..., "conv4_block6"]``).
         ofa_mode: ``"parallel"`` (paper), ``"series"`` or ``"dense"``.
+        mask_target: ``"output"`` (default: the map multiplies the block output) or
+            ``"residual"`` (the block's residual branch, before the shortcut add).
+        msa_layout: ``"compact"`` (default, Table 5's size) or ``"literal"``
+            (`MultiScaleSpatialAttention`).
         use_fca: OFA includes foreground-aware channel attention (ablation). Default True.
         use_msa: OFA includes multi-scale spatial attention (ablation). Default True. With both
             off there are no OFA modules.

@@ -47,7 +47,7 @@ def bottleneck_block(x, filters: int, stride: int, conv_shortcut: bool, name: st
     """One ResNet v1 bottleneck (1x1 -> 3x3 -> 1x1 x4, stride on the first 1x1 as Keras does).
 
     ``on_residual(name, x, residual)``, if given, replaces the residual branch's output before
-    the shortcut is added (AANet's OFA mask on the residual mapping).
+    the shortcut is added (AANet's OFA mask with ``mask_target="residual"``).
     """
     if conv_shortcut:
         shortcut = _conv_bn(x, 4 * filters, 1, stride, f"{name}_0")
@@ -91,7 +91,7 @@ def resnet50_stage(x, stage: int, stride: int | None = None, base_width: int = 6
             residual block; its result feeds the next block (AANet multiplies the block output by an
             attention map computed from the block input).
         on_residual: optional ``fn(block_name, block_input, residual) -> tensor`` called on each
-            block's residual branch before its shortcut is added (AANet masks it with OFA).
+            block's residual branch before its shortcut is added (AANet's ``mask_target="residual"``).
     """
     if stage not in STAGE_BLOCKS:
         raise ValueError(f"stage must be one of 1, 2, 3, 4, received stage={stage!r}")
