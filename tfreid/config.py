@@ -69,6 +69,11 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     warmup_start_lr: float = 0.0
     clipnorm: float | None = None
+    # l2: wd * w added to the gradient (PyTorch/Caffe, the papers); decoupled: Keras/AdamW-style.
+    # Either way kernels only (no BN parameters, biases or scalars).
+    weight_decay_mode: str = "decoupled"
+    # [{pattern: REGEX on variable paths, lr/schedule/milestones/gamma/warmup_*: overrides}, ...]
+    lr_groups: list[dict] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -138,6 +143,7 @@ class Config:
         check_int("data.random_erasing_start_epoch", d.random_erasing_start_epoch, 0)
         _check_choice("optim.name", self.optim.name, ("adam", "adamw", "sgd"))
         _check_choice("optim.schedule", self.optim.schedule, ("constant", "multistep", "cosine"))
+        _check_choice("optim.weight_decay_mode", self.optim.weight_decay_mode, ("l2", "decoupled"))
         _check_choice("eval.metric", self.eval.metric, ("euclidean", "sqeuclidean", "cosine"))
         _check_choice("eval.protocol", self.eval.protocol, ("market", "cuhk03"))
         if self.optim.lr <= 0:

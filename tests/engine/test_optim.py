@@ -37,6 +37,7 @@ def test_build_optimizers():
     assert (sgd.momentum, sgd.nesterov) == (0.9, True)
     assert float(sgd.learning_rate.numpy()) == pytest.approx(0.03)
     adam = build_optimizer(OptimConfig(name="adam", beta_2=0.99, weight_decay=1e-4), 10, 100)
-    assert adam.beta_2 == 0.99 and adam.weight_decay == pytest.approx(1e-4)
+    assert adam.beta_2 == 0.99 and adam.decay_rate == pytest.approx(1e-4)
+    assert adam.decay_mode == "decoupled" and adam.weight_decay is None  # applied by tfreid, kernels only
     with pytest.raises(ValueError, match="milestones"):
         build_schedule(OptimConfig(schedule="multistep", milestones=[3, 2]), 10, 100)

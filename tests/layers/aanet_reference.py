@@ -44,18 +44,32 @@ def fca(x, w):
     return sigmoid(hidden @ k2.reshape(k2.shape[-2:]) + b2)[:, None, None, :]
 
 
-def msa(x, w, kernel_sizes=(1, 3, 5, 7), stride=1):
-    """Multi-scale spatial attention; `w` = the layer's weights in its order (5 per conv-BN)."""
+def msa(x, w, kernel_sizes=(1, 3, 5, 7), stride=1, layout="compact"):
+    """Multi-scale spatial attention; `w` = the layer's weights in its order (5 per conv-BN).
+
+    literal: each branch expands back to C (conv-BN-ReLU), the branches are summed, then the
+    fuse conv-BN. compact: branch b's own 1x1 conv (its slice of the fuse kernel) maps its C/r
+    channels to the output, the per-branch results are summed, then BN.
+    """
     units = [w[i : i + 5] for i in range(0, len(w), 5)]
-    total, u = 0.0, 0
+    branches, u = [], 0
     for n in kernel_sizes:
-        count = 2 if n == 1 else 4  # reduce, (1xn, nx1,) expand
+        count = (1 if n == 1 else 3) + (layout == "literal")  # reduce, (1xn, nx1,) (expand)
         y = x
         for weights in units[u : u + count]:
             y = conv_bn(y, weights)
-        total = total + y
+        branches.append(y)
         u += count
-    return sigmoid(conv_bn(total, units[u], stride=stride, relu=False))
+    kernel, gamma, beta, mean, var = units[u]
+    if layout == "literal":
+        return sigmoid(conv_bn(sum(branches), units[u], stride=stride, relu=False))
+    total, start = 0.0, 0
+    for y in branches:
+        mid = y.shape[-1]
+        total = total + conv_same(y, kernel[:, :, start : start + mid], stride)
+        start += mid
+    assert start == kernel.shape[2]
+    return sigmoid((total - mean) / np.sqrt(var + BN_EPS) * gamma + beta)
 
 
 def resize_linear(v, length):

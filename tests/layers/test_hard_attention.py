@@ -153,3 +153,64 @@ def test_bad_num_regions(value):
 def test_bad_input_rank():
     with pytest.raises(ValueError, match=r"\[B, H, W, C\].*\(2, 16\)"):
         HardRegionAttention()(np.zeros((2, 16), "float32"))
+
+
+# ----------------------------------------------------------------------------- localisation options
+def test_stripe_pooling_matches_numpy():
+    """pooling="stripes": the Dense reads the means of 8 horizontal bands (band-major)."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(3, 16, 4, 5)).astype("float32")
+    layer = HardRegionAttention(num_regions=4, pooling="stripes", stripes=8)
+    layer.build(x.shape)
+    assert tuple(layer.fc.kernel.shape) == (8 * 5, 8)
+    kernel = rng.normal(scale=0.3, size=(40, 8)).astype("float32")
+    layer.fc.kernel.assign(kernel)
+    bands = x.reshape(3, 8, 2, 4, 5).mean(axis=(2, 3)).reshape(3, 40)  # 2-row bands
+    want = np.tanh(bands @ kernel + stripe_bias(4)).reshape(3, 4, 2)
+    np.testing.assert_allclose(np.asarray(layer(x)), want, rtol=1e-5, atol=1e-6)
+    # unlike the global average, the bands see where a pattern sits vertically
+    shifted = np.roll(x, 4, axis=1)
+    assert np.abs(np.asarray(layer(shifted)) - np.asarray(layer(x))).max() > 1e-2
+    plain = HardRegionAttention(num_regions=4)
+    plain.build(x.shape)
+    plain.fc.kernel.assign(rng.normal(size=(5, 8)).astype("float32"))
+    np.testing.assert_allclose(np.asarray(plain(shifted)), np.asarray(plain(x)), atol=1e-6)
+
+
+def test_center_normalises_the_pooled_input_with_batch_statistics():
+    rng = np.random.default_rng(10)
+    x = (rng.normal(size=(6, 5, 3, 4)) + 3.0).astype("float32")  # all-positive-like offsets
+    layer = HardRegionAttention(num_regions=2, center=True)
+    layer.build(x.shape)
+    kernel = rng.normal(size=(4, 4)).astype("float32")
+    layer.fc.kernel.assign(kernel)
+    pooled = x.mean(axis=(1, 2)).astype("float64")
+    normed = (pooled - pooled.mean(0)) / np.sqrt(pooled.var(0) + 1e-3)  # Keras BN epsilon
+    want = np.tanh(normed @ kernel + stripe_bias(2)).reshape(6, 2, 2)
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), want, rtol=1e-4, atol=1e-5)
+    assert [w.path.split("/", 1)[1] for w in layer.non_trainable_weights] == [
+        "center/moving_mean", "center/moving_variance"]
+
+
+def test_frozen_theta_stays_at_the_stripes():
+    x = np.random.default_rng(11).normal(size=(4, 8, 4, 6)).astype("float32")
+    layer = HardRegionAttention(num_regions=4, frozen=True)
+    layer.build(x.shape)
+    assert layer.trainable_weights == [] and len(layer.non_trainable_weights) == 2
+    stripes = np.stack([np.zeros(4), np.tanh([-0.75, -0.25, 0.25, 0.75])], axis=1)
+    np.testing.assert_allclose(np.asarray(layer(x)), np.broadcast_to(stripes, (4, 4, 2)), rtol=1e-6)
+
+
+def test_options_round_trip_and_errors():
+    layer = HardRegionAttention(num_regions=3, pooling="stripes", stripes=4, center=True, frozen=True)
+    clone = HardRegionAttention.from_config(layer.get_config())
+    assert (clone.pooling, clone.stripes, clone.center, clone.frozen) == ("stripes", 4, True, True)
+    assert not clone.fc.trainable
+    with pytest.raises(ValueError, match="pooling='max'"):
+        HardRegionAttention(pooling="max")
+    with pytest.raises(ValueError, match="stripes=0"):
+        HardRegionAttention(pooling="stripes", stripes=0)
+    with pytest.raises(ValueError, match="frozen=1"):
+        HardRegionAttention(frozen=1)
+    with pytest.raises(ValueError, match="static H, W"):
+        HardRegionAttention(pooling="stripes").compute_output_shape((None, None, 4, 8))

@@ -15,20 +15,55 @@ def x():
     return np.random.default_rng(0).normal(size=(2, 9, 7, 32)).astype("float32")
 
 
+@pytest.mark.parametrize("layout", ["compact", "literal"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_matches_numpy(x, stride):
-    layer = MultiScaleSpatialAttention(48, strides=stride)
+def test_matches_numpy(x, stride, layout):
+    layer = MultiScaleSpatialAttention(48, strides=stride, layout=layout)
     layer.build(x.shape)
     w = randomise(layer, stride)
     got = np.asarray(layer(x, training=False))
-    want = msa(x, w, stride=stride)
+    want = msa(x, w, stride=stride, layout=layout)
     assert got.shape == (2, -(-9 // stride), -(-7 // stride), 48) == layer.compute_output_shape(x.shape)
     assert want.std() > 0.05
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_branch_structure_is_factorised_with_c_over_r_bottleneck(x):
+def test_compact_layout_is_the_literal_one_with_linear_expansions_composed(x):
+    """Make the literal layout's expansions linear (identity BN, no ReLU): then branch b's
+    expansion E_b, the sum and the fuse F equal the compact layout with fuse slice b = E_b F."""
+    literal = MultiScaleSpatialAttention(48, layout="literal")
+    compact = MultiScaleSpatialAttention(48, layout="compact")
+    literal.build(x.shape)
+    compact.build(x.shape)
+    randomise(literal, 8)
+    slices = []
+    for units in literal.branches:
+        expand = units[-1]
+        expand.relu = False
+        expand.bn.set_weights([np.ones(32), np.zeros(32), np.zeros(32), np.full(32, 1.0 - 1e-5)])
+        slices.append(expand.conv.kernel.numpy()[0, 0] @ literal.fuse.conv.kernel.numpy()[0, 0])
+    for shared, units in zip(compact.branches, literal.branches):  # reduce, 1xn, nx1
+        for a, b in zip(shared, units[:-1]):
+            a.set_weights(b.get_weights())
+    compact.fuse.conv.kernel.assign(np.concatenate(slices, axis=0)[None, None])
+    compact.fuse.bn.set_weights(literal.fuse.bn.get_weights())
+    np.testing.assert_allclose(np.asarray(compact(x)), np.asarray(literal(x)), rtol=1e-4, atol=1e-5)
+
+
+def test_compact_branch_structure(x):
     layer = MultiScaleSpatialAttention(48, reduction=16)
+    layer.build(x.shape)
+    kernels = {w.path.split("/")[-3]: tuple(w.shape) for w in layer.weights if w.name == "kernel"}
+    assert kernels == {
+        "b1_reduce": (1, 1, 32, 2),
+        **{k: v for n in (3, 5, 7) for k, v in (
+            (f"b{n}_reduce", (1, 1, 32, 2)), (f"b{n}_1x{n}", (1, n, 2, 2)), (f"b{n}_{n}x1", (n, 1, 2, 2)))},
+        "fuse": (1, 1, 8, 48),  # the four 2-channel branches, each mapped straight to 48
+    }
+
+
+def test_literal_branch_structure_is_factorised_with_c_over_r_bottleneck(x):
+    layer = MultiScaleSpatialAttention(48, reduction=16, layout="literal")
     layer.build(x.shape)
     kernels = {w.path.split("/")[-3]: tuple(w.shape) for w in layer.weights if w.name == "kernel"}
     assert kernels == {
@@ -89,14 +124,15 @@ def test_training_mode_range_and_gradients(x):
 
 def test_serialisation_round_trip(x, tmp_path):
     inputs = keras.Input((9, 7, 32))
-    model = keras.Model(inputs, MultiScaleSpatialAttention(16, strides=2, kernel_sizes=(1, 5), name="msa")(inputs))
+    model = keras.Model(inputs, MultiScaleSpatialAttention(16, strides=2, kernel_sizes=(1, 5), layout="literal",
+                                                           name="msa")(inputs))
     randomise(model.get_layer("msa"), 5)
     model.save(tmp_path / "msa.keras")
     loaded = keras.saving.load_model(tmp_path / "msa.keras", safe_mode=True)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
     config = loaded.get_layer("msa").get_config()
-    assert {k: config[k] for k in ("filters", "strides", "reduction", "kernel_sizes")} == {
-        "filters": 16, "strides": 2, "reduction": 16, "kernel_sizes": [1, 5]}
+    assert {k: config[k] for k in ("filters", "strides", "reduction", "kernel_sizes", "layout")} == {
+        "filters": 16, "strides": 2, "reduction": 16, "kernel_sizes": [1, 5], "layout": "literal"}
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -106,6 +142,7 @@ def test_serialisation_round_trip(x, tmp_path):
     ({"filters": 8, "kernel_sizes": (1, 4)}, "kernel_sizes"),
     ({"filters": 8, "kernel_sizes": (3, 3)}, "kernel_sizes"),
     ({"filters": 8, "kernel_sizes": ()}, "kernel_sizes"),
+    ({"filters": 8, "layout": "paper"}, "layout"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

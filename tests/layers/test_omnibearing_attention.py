@@ -23,16 +23,17 @@ def build(x, **kwargs):
     return layer, w_fca, w_msa
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_fca_then_msa_matches_numpy(x, stride):
+@pytest.mark.parametrize("stride,layout", [(1, "compact"), (2, "compact"), (2, "literal")])
+def test_fca_then_msa_matches_numpy(x, stride, layout):
     """A = MSA(F_in * FCA(F_in)) with the block's output width and stride."""
-    layer, w_fca, w_msa = build(x, filters=64, strides=stride, reduction=8)
+    layer, w_fca, w_msa = build(x, filters=64, strides=stride, reduction=8, msa_layout=layout)
+    assert layer.msa.layout == layout
     got = np.asarray(layer(x, training=False))
-    want = msa(x * fca(x, w_fca), w_msa, stride=stride)
+    want = msa(x * fca(x, w_fca), w_msa, stride=stride, layout=layout)
     assert got.shape == (2, -(-7 // stride), -(-5 // stride), 64) == layer.compute_output_shape(x.shape)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     # the channel attention really enters: MSA on the raw input differs
-    assert np.abs(msa(x, w_msa, stride=stride) - want).max() > 1e-3
+    assert np.abs(msa(x, w_msa, stride=stride, layout=layout) - want).max() > 1e-3
 
 
 def test_msa_only(x):
@@ -67,7 +68,8 @@ def test_gradients_reach_input_fca_and_msa(x):
 
 def test_serialisation_round_trip(x, tmp_path):
     inputs = keras.Input((7, 5, 32))
-    layer = OmnibearingAttention(16, strides=2, reduction=4, spatial_reduction=8, kernel_sizes=(1, 3), name="ofa")
+    layer = OmnibearingAttention(16, strides=2, reduction=4, spatial_reduction=8, kernel_sizes=(1, 3),
+                                 msa_layout="literal", name="ofa")
     model = keras.Model(inputs, layer(inputs))
     randomise(layer, 6)
     model.save(tmp_path / "ofa.keras")
@@ -75,9 +77,9 @@ def test_serialisation_round_trip(x, tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6)
     config = loaded.get_layer("ofa").get_config()
     assert {k: config[k] for k in ("filters", "strides", "reduction", "spatial_reduction", "kernel_sizes",
-                                   "use_fca", "use_msa")} == {
+                                   "use_fca", "use_msa", "msa_layout")} == {
         "filters": 16, "strides": 2, "reduction": 4, "spatial_reduction": 8, "kernel_sizes": [1, 3],
-        "use_fca": True, "use_msa": True}
+        "use_fca": True, "use_msa": True, "msa_layout": "literal"}
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -86,6 +88,7 @@ def test_serialisation_round_trip(x, tmp_path):
     ({"filters": 8, "use_fca": 1}, "use_fca"),
     ({"filters": 8, "spatial_reduction": 0}, "spatial_reduction"),
     ({"filters": None}, "filters"),
+    ({"filters": 8, "msa_layout": "wide"}, "layout"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -45,6 +45,21 @@ def test_global_mean_is_eq7_averaged_over_identities():
         eq7 += sum(np_cos_dist(rows[a], rows[b]) for a, b in pairs) / len(pairs)
     got = attention_cosine_distance(labels, v).numpy().mean()
     np.testing.assert_allclose(got, eq7 / p, rtol=1e-5)
+    got = attention_cosine_distance(labels, v, sum_over_identities=True).numpy().mean()
+    np.testing.assert_allclose(got, eq7, rtol=1e-5)
+
+
+def test_sum_over_identities_is_eq7_for_uneven_identities():
+    """Eq. 7 with each identity's own C(K_i, 2); a singleton has no pair and adds 0."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 3, 3, 3])
+    v = np.random.default_rng(5).uniform(size=(10, 6))
+    eq7 = 0.0
+    for i in np.unique(labels):
+        pairs = list(itertools.combinations(v[labels == i], 2))
+        eq7 += sum(np_cos_dist(a, b) for a, b in pairs) / len(pairs) if pairs else 0.0
+    got = attention_cosine_distance(labels, v, sum_over_identities=True).numpy()
+    np.testing.assert_allclose(got.mean(), eq7, rtol=1e-5)
+    assert got[6] == 0.0
 
 
 def test_hand_cases_paper_example():
@@ -92,6 +107,13 @@ def test_keras_wrapper_and_registry():
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert isinstance(restored, AttentionCosineDistanceLoss)
     assert restored.get_config() == loss.get_config()
+    summed = AttentionCosineDistanceLoss(sum_over_identities=True)  # 3 identities of 2: x3
+    np.testing.assert_allclose(float(summed(labels.astype(np.float32)[:, None], v)),
+                               3 * np_acd(labels, v).mean(), rtol=1e-5)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(summed))
+    assert again.get_config()["sum_over_identities"] is True
+    with pytest.raises(ValueError, match="sum_over_identities"):
+        AttentionCosineDistanceLoss(sum_over_identities="yes")
 
 
 def test_shape_errors():

@@ -57,6 +57,7 @@ def test_output_keys_shapes_and_dtypes(out):
 
 
 def test_heads_are_stripe_means_of_the_last_map(model, images, out):
+    # The last block's output as masked by its OFA (mask_target="output", the default).
     probe = keras.Model(model.input, model.get_layer("ofa6_apply").output)
     last = np.asarray(probe(images, training=False)).astype("float64")  # [4, 6, 2, 256]
     parts = last.mean(axis=2)  # six one-row stripes, averaged over the width
@@ -87,6 +88,7 @@ def test_baseline_without_attention_and_uneven_pcb_stripes():
 
 # ----------------------------------------------------------------------------- placement
 def test_ofa_runs_in_parallel_with_the_last_six_blocks(model):
+    """Eq. 2, F_out = f(F_in) * A: the map multiplies the parallel block's output."""
     assert ofa_names(model) == [f"ofa{k}" for k in range(1, 7)]
     for k, block in enumerate(LAST, 1):
         ofa = model.get_layer(f"ofa{k}")
@@ -95,13 +97,27 @@ def test_ofa_runs_in_parallel_with_the_last_six_blocks(model):
         block_out, attention = model.get_layer(f"ofa{k}_apply").input
         assert block_out is model.get_layer(f"{block}_out").output and attention is ofa.output
         assert ofa.filters == block_out.shape[-1] and ofa.strides == 1
-        assert ofa.fca is not None and ofa.msa is not None
+        assert ofa.fca is not None and ofa.msa is not None and ofa.msa.layout == "compact"
     # the attended output is what the next block (and the heads) consume
     assert model.get_layer("conv4_block5_1_conv").input is model.get_layer("ofa1_apply").output
     assert model.get_layer("conv5_block1_0_conv").input is model.get_layer("ofa3_apply").output
-    assert model.get_layer("classifier_global").input is model.get_layer("ofa6_apply").output
+    assert model.get_layer("global_pool").input is model.get_layer("ofa6_apply").output
     # blocks before conv4_block4 have no attention
     assert model.get_layer("conv4_block4_1_conv").input is model.get_layer("conv4_block3_out").output
+
+
+def test_mask_on_the_residual_mapping_variant():
+    """mask_target="residual" (He et al.'s f = the residual mapping): the map multiplies the
+    residual branch; the shortcut is then added unmasked and the block's ReLU applied."""
+    m = build(num_ofa=2, mask_target="residual", msa_layout="literal", use_aam=False)
+    for k, block in enumerate(LAST[-2:], 1):
+        ofa = m.get_layer(f"ofa{k}")
+        assert ofa.input is m.get_layer(f"{block}_1_conv").input and ofa.msa.layout == "literal"
+        residual, attention = m.get_layer(f"ofa{k}_apply").input
+        assert residual is m.get_layer(f"{block}_3_bn").output and attention is ofa.output
+        assert m.get_layer(f"{block}_add").input[1] is m.get_layer(f"ofa{k}_apply").output
+    assert m.get_layer("conv5_block3_1_conv").input is m.get_layer("conv5_block2_out").output
+    assert m.get_layer("global_pool").input is m.get_layer("conv5_block3_out").output
 
 
 def test_explicit_blocks_with_strides_and_fca_only():
@@ -119,11 +135,14 @@ def test_explicit_blocks_with_strides_and_fca_only():
         assert m.get_layer(f"ofa{k}_apply").input[0] is m.get_layer(f"{block}_out").output
 
 
-def test_series_variant_with_msa_only():
-    m = build(ofa_mode="series", num_ofa=2, use_fca=False, use_aam=False)
+@pytest.mark.parametrize("target,tensor", [("residual", "3_bn"), ("output", "out")])
+def test_series_variant_with_msa_only(target, tensor):
+    """AANet-2: the map comes from the tensor it multiplies (SE-style inside the residual
+    branch, or after the block)."""
+    m = build(ofa_mode="series", num_ofa=2, use_fca=False, use_aam=False, mask_target=target)
     for k, block in enumerate(("conv5_block2", "conv5_block3"), 1):
         ofa = m.get_layer(f"ofa{k}")
-        assert ofa.input is m.get_layer(f"{block}_out").output and ofa.fca is None
+        assert ofa.input is m.get_layer(f"{block}_{tensor}").output and ofa.fca is None
         assert m.get_layer(f"ofa{k}_apply").input == [ofa.input, ofa.output]
 
 
@@ -218,23 +237,31 @@ def _conv_bn(cin, cout, kh=1, kw=1):
     return kh * kw * cin * cout + 2 * cout
 
 
-def _ofa_params(c, f):
+def _ofa_params(c, f, layout):
     mid = c // 16
     fca = c * (c // 16) + c // 16 + (c // 16) * c + c
-    msa = 4 * (_conv_bn(c, mid) + _conv_bn(mid, c)) + sum(2 * _conv_bn(mid, mid, 1, n) for n in (3, 5, 7))
-    return fca + msa + _conv_bn(c, f)
+    branches = 4 * _conv_bn(c, mid) + sum(2 * _conv_bn(mid, mid, 1, n) for n in (3, 5, 7))
+    if layout == "compact":  # each branch maps its c/16 channels straight to f, one BN after the sum
+        return fca + branches + 4 * mid * f + 2 * f
+    return fca + branches + 4 * _conv_bn(mid, c) + _conv_bn(c, f)
 
 
 def test_ofa_parameter_count_matches_formula(model):
     widths = [(128, 128)] * 3 + [(128, 256), (256, 256), (256, 256)]
+    literal = build(num_ofa=3, msa_layout="literal", use_aam=False)
     for k, (c, f) in enumerate(widths, 1):
         layer = model.get_layer(f"ofa{k}")
-        assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == _ofa_params(c, f)
+        assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == _ofa_params(c, f, "compact")
+        if k > 3:
+            layer = literal.get_layer(f"ofa{k - 3}")
+            assert sum(int(np.prod(w.shape)) for w in layer.trainable_weights) == _ofa_params(c, f, "literal")
 
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"ofa_mode": "stacked"}, "ofa_mode"),
     ({"num_ofa": 17}, "num_ofa"),
+    ({"mask_target": "shortcut"}, "mask_target"),
+    ({"msa_layout": "paper"}, "msa_layout"),
     ({"ofa_blocks": ["conv6_block1"]}, "ofa_blocks"),
     ({"num_parts": 7}, r"`num_parts`=7 exceeds the height 6"),
     ({"input_shape": (96, 32)}, "input_shape"),
@@ -245,3 +272,26 @@ def test_ofa_parameter_count_matches_formula(model):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build(**kwargs)
+
+
+# ----------------------------------------------------------------------------- paper recipe
+def test_paper_config_follows_sec_4_2(model):
+    """ACD summed over identities (Eq. 7), L2 weight decay, and after epoch 40 the lr of every
+    layer but the classifiers drops to 0.001 while the classifiers keep 0.01."""
+    from tfreid.config import resolve
+    from tfreid.engine.optim import build_optimizer
+
+    cfg = resolve(None, "configs/aanet_market1501.yaml", {}, [])
+    assert cfg.model.kwargs["mask_target"] == "output" and cfg.model.kwargs["msa_layout"] == "compact"
+    acd = [t for t in cfg.losses if t.type == "attention_cosine_distance"]
+    assert [t.kwargs for t in acd] == [{"sum_over_identities": True}]
+    assert (cfg.optim.name, cfg.optim.weight_decay_mode, cfg.optim.weight_decay) == ("sgd", "l2", 5e-4)
+    opt = build_optimizer(cfg.optim, steps_per_epoch=10, total_steps=1000)
+    opt.build(model.trainable_variables)
+    for step, conv_lr in ((399, 0.01), (400, 0.001), (999, 0.001)):
+        opt.iterations.assign(step)
+        lrs = {v.path: float(opt.variable_learning_rate(v)) for v in model.trainable_variables}
+        fixed = {p for p, lr in lrs.items() if lr == pytest.approx(0.01)}
+        assert fixed == {p for p in lrs if p.startswith("classifier_")} | (set(lrs) if conv_lr == 0.01 else set())
+        assert len({p.split("/")[0] for p in lrs if p.startswith("classifier_")}) == 7
+        assert all(lr == pytest.approx(conv_lr) for p, lr in lrs.items() if not p.startswith("classifier_"))

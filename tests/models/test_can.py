@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfreid.config import default_config, from_dict, load_yaml, resolve
 from tfreid.engine.session import build_loss_terms
+from tfreid.layers import CosineClassifier
 from tfreid.models import build_model, small_overrides
 from tfreid.models.backbones import build_resnet50
 from tfreid.models.can import feature_names
@@ -122,8 +123,30 @@ def test_one_shared_embedding_conv_for_all_features(model):
 def test_sixteen_distinct_classifiers(model):
     classifiers = _weighted(model, lambda n: n.startswith("classifier_"))
     assert sorted(c.name for c in classifiers) == sorted(f"classifier_{n}" for n in NAMES)
+    assert all(isinstance(c, CosineClassifier) and c.scale == 16.0 for c in classifiers)
     assert all(tuple(c.kernel.shape) == (DIM, NUM_CLASSES) for c in classifiers)
     assert len({id(c.kernel) for c in classifiers}) == 16
+
+
+def test_logits_are_scaled_cosines_of_features_and_class_weights(model, out):
+    """Sec. 4.6: features and FC weights normalised; logits = 16 cos(f, w_j)."""
+    for feat in ("global", "part7_3"):
+        f = out[f"features/{feat}"].astype(np.float64)
+        w = np.asarray(model.get_layer(f"classifier_{feat}").kernel, np.float64)
+        want = 16.0 * (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0))
+        np.testing.assert_allclose(out[f"logits/{feat}"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_classifier_and_no_feature_bn_variant(images):
+    """classifier="linear" is a Dense; feature_bn=False leaves Eq. 3's linear map alone."""
+    m = build_model("can", NUM_CLASSES, **{**SMALL, "parts": (3,)}, classifier="linear", feature_bn=False)
+    assert isinstance(m.get_layer("classifier_part3_1"), keras.layers.Dense)
+    assert not [layer.name for layer in m.layers if layer.name.endswith("_bn") and "conv" not in layer.name]
+    probe = keras.Model(m.input, m.get_layer("part3_slice1").output)
+    pooled = np.asarray(probe(images, training=False))[:, 0, 0]
+    kernel = np.asarray(m.get_layer("embed_conv").kernel)[0, 0]
+    got = np.asarray(m(images, training=False)["features/part3_1"])
+    np.testing.assert_allclose(got, pooled @ kernel, rtol=1e-4, atol=1e-4)
 
 
 def np_paper_pool(y, out_h):
@@ -267,6 +290,8 @@ def test_default_recipe_and_paper_config_match_the_model_outputs(model):
         # Eq. (5) summed over the features: L = sum CE + sum triplet + 5e-4 x sum center
         assert {t.type: t.weight for t in cfg.losses} == {
             "cross_entropy": 1.0, "batch_hard_triplet": 1.0, "center_loss": 5e-4}
+        # Eq. (7)-(8): batch-hard triplet on squared Euclidean distances
+        assert {t.kwargs.get("metric") for t in cfg.losses if t.type == "batch_hard_triplet"} == {"sqeuclidean"}
         terms = build_loss_terms(cfg, num_classes=NUM_CLASSES)
         center = [t.fn for t in terms if t.name.startswith("center")]
         assert [c.num_classes for c in center] == [NUM_CLASSES, NUM_CLASSES]
@@ -286,6 +311,9 @@ def test_default_recipe_and_paper_config_match_the_model_outputs(model):
     ({"collaborative": "yes"}, "collaborative='yes'"),
     ({"feature_dim": 0}, "feature_dim=0"),
     ({"zero_init_residual": 1}, "zero_init_residual=1"),
+    ({"classifier": "arcface"}, "classifier='arcface'"),
+    ({"cosine_scale": 0}, "scale=0"),
+    ({"feature_bn": "no"}, "feature_bn='no'"),
     ({"input_shape": (96, 32, 3)}, r"6-row stage-4 maps.*parts=\(3, 5, 7\).*at least 7 rows.*>= 112"),
 ])
 def test_bad_arguments(kwargs, message):

@@ -204,6 +204,19 @@ def test_ablation_variants_from_builder_kwargs():
         build_model("ccan", NUM_CLASSES, input_shape=(160, 64, 3))
     with pytest.raises(ValueError, match="use_ss"):
         build_model("ccan", NUM_CLASSES, use_ss=1)
+    with pytest.raises(ValueError, match="fc_bn"):
+        build_model("ccan", NUM_CLASSES, fc_bn="no")
+
+
+def test_fc1_without_bn_is_a_bare_dense():
+    """fc_bn=False: features/global = GAP(level 3) W + b, no BN layer in the head."""
+    g = build_model("ccan", NUM_CLASSES, **SMALL, branches="G", use_ss=False, fc_bn=False)
+    assert not any(layer.name.startswith("fc_global_bn") for layer in g.layers)
+    x = np.random.default_rng(2).normal(size=(2, 128, 64, 3)).astype("float32")
+    pooled = np.asarray(keras.Model(g.input, g.get_layer("global_pool").output)(x, training=False))
+    kernel, bias = g.get_layer("fc_global").get_weights()
+    got = np.asarray(g(x, training=False)["features/global"])
+    np.testing.assert_allclose(got, pooled @ kernel + bias, rtol=1e-4, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="nowhere.h5"):
         build_model("ccan", NUM_CLASSES, backbone_weights="/nowhere.h5")
 

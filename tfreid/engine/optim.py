@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 from keras import ops
+
+from tfreid.engine import optimizers
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -72,19 +76,53 @@ def build_schedule(cfg, steps_per_epoch: int, total_steps: int):
     return schedule
 
 
-def build_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam, AdamW or SGD (+momentum) with the configured schedule.
+# Keys of an `optim.lr_groups` entry besides `pattern`: the schedule settings it overrides, and
+# `lr_mult`, which scales the group's lr and warmup_start_lr.
+LR_GROUP_KEYS = ("lr", "lr_mult", "schedule", "milestones", "gamma", "warmup_epochs", "warmup_start_lr")
 
-    `weight_decay` is Keras's decoupled decay for all three (AdamW semantics).
+
+def _group_schedules(cfg, steps_per_epoch: int, total_steps: int):
+    """``[(pattern, schedule)]`` from ``cfg.lr_groups``: each entry's `pattern` (a regular
+    expression on variable paths) with the main schedule settings overridden by its other keys."""
+    groups = []
+    for i, entry in enumerate(cfg.lr_groups or ()):
+        where = f"optim.lr_groups[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str):
+            raise ValueError(f"{where} must be a mapping with a `pattern` (regular expression on "
+                             f"variable paths, e.g. '^classifier'), got {entry!r}")
+        unknown = sorted(set(entry) - {"pattern", *LR_GROUP_KEYS})
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r}; valid keys: pattern, {', '.join(LR_GROUP_KEYS)}")
+        overrides = {k: v for k, v in entry.items() if k not in ("pattern", "lr_mult")}
+        group_cfg = dataclasses.replace(cfg, lr_groups=[], **overrides)
+        mult = entry.get("lr_mult", 1.0)
+        if isinstance(mult, bool) or not isinstance(mult, (int, float)) or mult <= 0:
+            raise ValueError(f"{where}.lr_mult must be a number > 0, got {mult!r}")
+        group_cfg = dataclasses.replace(group_cfg, lr=group_cfg.lr * mult,
+                                        warmup_start_lr=group_cfg.warmup_start_lr * mult)
+        groups.append((entry["pattern"], build_schedule(group_cfg, steps_per_epoch, total_steps)))
+    return groups
+
+
+def build_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam, AdamW or SGD (+momentum) with the configured schedule, weight decay and lr groups.
+
+    ``cfg.weight_decay`` applies to kernels only (not to BN parameters, biases or scalars), as
+    ``cfg.weight_decay_mode``: ``"l2"`` adds ``wd * w`` to the gradient (PyTorch/Caffe, what the
+    papers used), ``"decoupled"`` shrinks ``w`` by ``lr * wd * w`` (Keras' built-in formula;
+    ``adamw`` is Adam with it). ``cfg.lr_groups`` gives matching variables their own schedule
+    (`tfreid.engine.optimizers`).
     """
     lr = build_schedule(cfg, steps_per_epoch, total_steps)
-    common = {"learning_rate": lr, "weight_decay": cfg.weight_decay or None,
-              "clipnorm": cfg.clipnorm}
-    if cfg.name == "adam":
-        return keras.optimizers.Adam(beta_1=cfg.beta_1, beta_2=cfg.beta_2, **common)
+    mode = cfg.weight_decay_mode
     if cfg.name == "adamw":
-        common["weight_decay"] = cfg.weight_decay
-        return keras.optimizers.AdamW(beta_1=cfg.beta_1, beta_2=cfg.beta_2, **common)
+        if mode != "decoupled":
+            raise ValueError(f"optim.name=adamw is Adam with decoupled weight decay; got "
+                             f"optim.weight_decay_mode={mode!r} (use name: adam for l2)")
+    common = {"learning_rate": lr, "clipnorm": cfg.clipnorm, "decay_rate": cfg.weight_decay or 0.0,
+              "decay_mode": mode, "lr_groups": _group_schedules(cfg, steps_per_epoch, total_steps)}
+    if cfg.name in ("adam", "adamw"):
+        return optimizers.Adam(beta_1=cfg.beta_1, beta_2=cfg.beta_2, **common)
     if cfg.name == "sgd":
-        return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
+        return optimizers.SGD(momentum=cfg.momentum, nesterov=cfg.nesterov, **common)
     raise ValueError(f"optim.name must be adam, adamw or sgd; got {cfg.name!r}")

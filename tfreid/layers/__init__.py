@@ -7,6 +7,7 @@ from tfreid.layers.attention_alignment import AttentionAlignment
 from tfreid.layers.channel_attention import SoftChannelAttention
 from tfreid.layers.channel_self_attention import ChannelSelfAttention
 from tfreid.layers.collaborative_attention import CollaborativeAttention
+from tfreid.layers.cosine_classifier import CosineClassifier
 from tfreid.layers.direct_channel_attention import DirectChannelAttention
 from tfreid.layers.direct_hyper_attention import DirectHyperAttention
 from tfreid.layers.direct_spatial_attention import DirectSpatialAttention
@@ -29,6 +30,7 @@ from tfreid.layers.spatial_attention import SoftSpatialAttention
 __all__ = [
     "AdaptiveConcatPooling2D",
     "CollaborativeAttention",
+    "CosineClassifier",
     "AttentionArrangement",
     "BatchAttention",
     "ChannelSelfAttention",

@@ -6,7 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfreid.layers.validation import check_feature_map, check_positive_int
+from tfreid.layers.validation import check_bool, check_feature_map, check_positive_int
+
+POOLINGS = ("average", "stripes")
 
 
 def stripe_bias(num_regions: int) -> np.ndarray:
@@ -39,12 +41,27 @@ class HardRegionAttention(keras.layers.Layer):
     0.25, 0.75``), so at initialisation the output is ``tanh(bias)`` for every input and the regions
     are ``T`` horizontal stripes from top to bottom. The Dense sublayer is named ``"fc"``.
 
+    Options for localisation experiments, all off by default (the paper's design): the global
+    average pool carries no vertical position and its inputs are all positive (post-ReLU), so
+    theta tends to a per-run constant (``docs/models.md``). ``pooling="stripes"`` feeds the Dense
+    the average of each of ``stripes`` horizontal bands (``stripes * C`` inputs, position-aware);
+    ``center=True`` normalises that input per feature with batch statistics (BatchNormalization
+    without scale and offset, sublayer ``"center"``): centred, unit variance; ``frozen=True``
+    makes ``fc`` untrainable, i.e. theta stays at the stripes (ablation "learned vs fixed
+    stripes"). A learning-rate multiplier for ``fc`` is an optimizer setting
+    (``optim.lr_groups`` with ``lr_mult``).
+
     Args:
         num_regions: ``T``, number of regions (integer >= 1).
+        pooling: ``"average"`` (default, paper) or ``"stripes"``.
+        stripes: horizontal bands with ``pooling="stripes"``. Default 8.
+        center: batch-normalise the pooled input (no affine). Default False.
+        frozen: keep theta at the initial stripes (``fc`` not trainable). Default False.
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
 
     Call arguments:
         inputs: feature map ``[B, H, W, C]`` (HA-CNN: the output of the global block).
+        training: Python bool, forwarded to the ``center`` normalisation.
 
     Returns:
         ``theta`` of shape ``[B, T, 2]``, ``theta[..., 0] = tx``, ``theta[..., 1] = ty``, in
@@ -62,10 +79,21 @@ class HardRegionAttention(keras.layers.Layer):
         CVPR 2018, Sec. 3.1 (hard regional attention).
     """
 
-    def __init__(self, num_regions: int = 4, **kwargs):
+    def __init__(self, num_regions: int = 4, pooling: str = "average", stripes: int = 8,
+                 center: bool = False, frozen: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_regions = check_positive_int("num_regions", num_regions)
-        self.pool = keras.layers.GlobalAveragePooling2D(name="gap", dtype=self.dtype_policy)
+        if pooling not in POOLINGS:
+            raise ValueError(f"`pooling` must be one of {', '.join(POOLINGS)}, received pooling={pooling!r}.")
+        self.pooling, self.stripes = pooling, check_positive_int("stripes", stripes)
+        self.center, self.frozen = check_bool("center", center), check_bool("frozen", frozen)
+        kw = dict(dtype=self.dtype_policy)
+        if pooling == "average":
+            self.pool = keras.layers.GlobalAveragePooling2D(name="gap", **kw)
+        else:
+            self.pool = keras.layers.AdaptiveAveragePooling2D((self.stripes, 1), name="stripe_pool", **kw)
+        self.norm = (keras.layers.BatchNormalization(center=False, scale=False, name="center", **kw)
+                     if center else None)
         self.fc = keras.layers.Dense(
             2 * self.num_regions,
             kernel_initializer="zeros",
@@ -73,25 +101,35 @@ class HardRegionAttention(keras.layers.Layer):
             name="fc",
             dtype=self.dtype_policy,
         )
+        self.fc.trainable = not frozen
 
     def build(self, input_shape):
-        input_shape = check_feature_map(self, input_shape)
+        input_shape = check_feature_map(self, input_shape, static_spatial=self.pooling == "stripes")
         self.pool.build(input_shape)
-        self.fc.build((input_shape[0], input_shape[-1]))
+        features = input_shape[-1] * (self.stripes if self.pooling == "stripes" else 1)
+        if self.norm is not None:
+            self.norm.build((input_shape[0], features))
+        self.fc.build((input_shape[0], features))
         # Stripe layout at init (torchreid HardAttn.init_params); loaded weights overwrite it.
         self.fc.bias.assign(ops.cast(stripe_bias(self.num_regions), self.fc.bias.dtype))
         self.built = True
 
-    def call(self, inputs):
-        check_feature_map(self, inputs.shape)
-        theta = ops.tanh(self.fc(self.pool(inputs)))
+    def call(self, inputs, training=None):
+        check_feature_map(self, inputs.shape, static_spatial=self.pooling == "stripes")
+        x = self.pool(inputs)
+        if self.pooling == "stripes":  # [B, S, 1, C] -> [B, S * C], band-major
+            x = ops.reshape(x, (-1, self.stripes * inputs.shape[-1]))
+        if self.norm is not None:
+            x = self.norm(x, training=training)
+        theta = ops.tanh(self.fc(x))
         return ops.reshape(theta, (-1, self.num_regions, 2))
 
     def compute_output_shape(self, input_shape):
-        input_shape = check_feature_map(self, input_shape)
+        input_shape = check_feature_map(self, input_shape, static_spatial=self.pooling == "stripes")
         return (input_shape[0], self.num_regions, 2)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"num_regions": self.num_regions})
+        config.update({"num_regions": self.num_regions, "pooling": self.pooling, "stripes": self.stripes,
+                       "center": self.center, "frozen": self.frozen})
         return config

@@ -9,6 +9,8 @@ from tfreid.layers.validation import check_positive_int
 from tfreid.layers.hard_attention import HardRegionAttention
 from tfreid.layers.soft_attention import SoftAttention
 
+HARD_OPTIONS = ("pooling", "stripes", "center", "frozen")  # HardRegionAttention's options
+
 
 @keras.saving.register_keras_serializable(package="tfreid")
 class HarmoniousAttention(keras.layers.Layer):
@@ -25,6 +27,8 @@ class HarmoniousAttention(keras.layers.Layer):
         reduction: channel-attention reduction rate. Default 16.
         use_bias: whether the soft-attention convolutions have a bias (torchreid: True).
             Default False.
+        hard_options: extra `HardRegionAttention` arguments (``pooling``, ``stripes``,
+            ``center``, ``frozen``; localisation experiments). Default None (the paper's).
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -47,14 +51,20 @@ class HarmoniousAttention(keras.layers.Layer):
         CVPR 2018, Sec. 3.1, Fig. 3.
     """
 
-    def __init__(self, num_regions: int = 4, reduction: int = 16, use_bias: bool = False, **kwargs):
+    def __init__(self, num_regions: int = 4, reduction: int = 16, use_bias: bool = False,
+                 hard_options: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         check_positive_int("num_regions", num_regions)
         self.num_regions = int(num_regions)
         self.soft = SoftAttention(reduction=reduction, use_bias=use_bias, name="soft", dtype=self.dtype_policy)
         self.reduction = self.soft.reduction
         self.use_bias = use_bias
-        self.hard = HardRegionAttention(num_regions=self.num_regions, name="hard", dtype=self.dtype_policy)
+        if hard_options is not None and (not isinstance(hard_options, dict) or set(hard_options) - set(HARD_OPTIONS)):
+            raise ValueError(f"`hard_options` must be None or a dict with keys among {', '.join(HARD_OPTIONS)}, "
+                             f"received hard_options={hard_options!r}.")
+        self.hard_options = dict(hard_options or {})
+        self.hard = HardRegionAttention(num_regions=self.num_regions, name="hard", dtype=self.dtype_policy,
+                                        **self.hard_options)
 
     def build(self, input_shape):
         self.soft.build(input_shape)
@@ -62,7 +72,7 @@ class HarmoniousAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        return self.soft(inputs, training=training), self.hard(inputs)
+        return self.soft(inputs, training=training), self.hard(inputs, training=training)
 
     def compute_output_shape(self, input_shape):
         return self.soft.compute_output_shape(input_shape), self.hard.compute_output_shape(input_shape)
@@ -70,6 +80,7 @@ class HarmoniousAttention(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"num_regions": self.num_regions, "reduction": self.reduction, "use_bias": self.use_bias}
+            {"num_regions": self.num_regions, "reduction": self.reduction, "use_bias": self.use_bias,
+             "hard_options": dict(self.hard_options)}
         )
         return config

@@ -34,6 +34,8 @@ class OmnibearingAttention(keras.layers.Layer):
         reduction: FCA reduction rate. Default 16.
         spatial_reduction: MSA branch reduction rate (paper: 16). Default 16.
         kernel_sizes: MSA receptive fields. Default ``(1, 3, 5, 7)``.
+        msa_layout: MSA's ``layout``, ``"compact"`` (default, the paper's Table 5 cost) or
+            ``"literal"`` (`MultiScaleSpatialAttention`).
         use_fca: include FCA. Default True.
         use_msa: include MSA. Default True. At least one of the two must be on.
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
@@ -59,7 +61,8 @@ class OmnibearingAttention(keras.layers.Layer):
     """
 
     def __init__(self, filters: int, strides: int = 1, reduction: int = 16, spatial_reduction: int = 16,
-                 kernel_sizes=(1, 3, 5, 7), use_fca: bool = True, use_msa: bool = True, **kwargs):
+                 kernel_sizes=(1, 3, 5, 7), use_fca: bool = True, use_msa: bool = True,
+                 msa_layout: str = "compact", **kwargs):
         super().__init__(**kwargs)
         self.filters = check_positive_int("filters", filters)
         self.reduction = check_positive_int("reduction", reduction)
@@ -70,10 +73,10 @@ class OmnibearingAttention(keras.layers.Layer):
             raise ValueError("OmnibearingAttention needs use_fca or use_msa (received both False); "
                              "build the model with no OFA modules instead.")
         kw = dict(dtype=self.dtype_policy)
-        # MSA validates strides and kernel_sizes; it is created even when unused to do so.
+        # MSA validates strides, kernel_sizes and layout; it is created even when unused to do so.
         msa = MultiScaleSpatialAttention(filters, strides=strides, reduction=spatial_reduction,
-                                         kernel_sizes=kernel_sizes, name="msa", **kw)
-        self.strides, self.kernel_sizes = msa.strides, msa.kernel_sizes
+                                         kernel_sizes=kernel_sizes, layout=msa_layout, name="msa", **kw)
+        self.strides, self.kernel_sizes, self.msa_layout = msa.strides, msa.kernel_sizes, msa.layout
         self.msa = msa if use_msa else None
         self.fca = None
         if use_fca:
@@ -105,5 +108,5 @@ class OmnibearingAttention(keras.layers.Layer):
         config = super().get_config()
         config.update({"filters": self.filters, "strides": self.strides, "reduction": self.reduction,
                        "spatial_reduction": self.spatial_reduction, "kernel_sizes": list(self.kernel_sizes),
-                       "use_fca": self.use_fca, "use_msa": self.use_msa})
+                       "use_fca": self.use_fca, "use_msa": self.use_msa, "msa_layout": self.msa_layout})
         return config

@@ -8,18 +8,19 @@ from tfreid.losses.cross_replica import global_batch
 from tfreid.losses.distances import pairwise_distance
 
 
-def attention_cosine_distance(labels, vectors):
+def attention_cosine_distance(labels, vectors, sum_over_identities: bool = False):
     """Per-example ACD: mean cosine distance to the other examples of the same identity.
 
     For example `i`: the mean over its same-identity partners `j != i` in the GLOBAL batch of
     `1 - cos(v_i, v_j)`; 0 for an example with no partner. A zero vector has cosine similarity
     0 with everything (distance 1) and receives no gradient.
 
-    Relation to the paper (AANet Eq. 7, which sums `1 - S` over the `C(K, 2)` pairs of each
-    identity, normalised by `C(K, 2)`): with a P x K batch, the mean of these per-example values
-    over the global batch equals `(1 / P) * sum_i (1 / C(K, 2)) sum_{a<b} (1 - S(v_i^a, v_i^b))`,
-    i.e. Eq. 7 averaged instead of summed over the P identities (a constant factor `1 / P`,
-    which keeps the loss scale independent of the batch composition).
+    Relation to the paper (AANet Eq. 7, which sums over the identities `i` the mean
+    `(1 / C(K, 2)) sum_{a<b} (1 - S(v_i^a, v_i^b))` over the pairs of each identity): the mean of
+    these per-example values over a P x K global batch is Eq. 7 divided by P (averaged instead
+    of summed over the identities). With ``sum_over_identities`` each value is multiplied by
+    `B / K_i` (`B` the global batch size, `K_i` the images of its identity in it), so that their
+    global-batch mean, which the trainer takes, is Eq. 7 itself, for any identity counts.
 
     Args:
         labels: int tensor `[b]` of identity ids.
@@ -51,7 +52,10 @@ def attention_cosine_distance(labels, vectors):
                              tf.logical_not(is_self))
     total = tf.reduce_sum(tf.where(partner, dist, tf.zeros_like(dist)), axis=1)
     count = tf.reduce_sum(tf.cast(partner, tf.float32), axis=1)
-    return total / tf.maximum(count, 1.0)
+    per_example = total / tf.maximum(count, 1.0)
+    if sum_over_identities:  # count + 1 = K_i, the images of example i's identity
+        per_example *= tf.cast(num_global, tf.float32) / (count + 1.0)
+    return per_example
 
 
 __all__ = ["attention_cosine_distance"]

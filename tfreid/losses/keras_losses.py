@@ -109,15 +109,19 @@ class AttentionCosineDistanceLoss(_MetricLoss):
     """Keras wrapper of `tfreid.losses.attention_cosine_distance` (AANet ACD, Eq. 7).
 
     Args:
+        sum_over_identities: batch mean = Eq. 7's sum over the identities (instead of / P).
         reduction: Keras reduction of the per-example losses.
         name: loss name.
     """
 
     _fn = staticmethod(attention_cosine_distance)
 
-    def __init__(self, reduction: str = "sum_over_batch_size",
+    def __init__(self, sum_over_identities: bool = False, reduction: str = "sum_over_batch_size",
                  name: str = "attention_cosine_distance"):
-        super().__init__(name, reduction)
+        if not isinstance(sum_over_identities, bool):
+            raise ValueError("`sum_over_identities` must be a bool, received "
+                             f"sum_over_identities={sum_over_identities!r}.")
+        super().__init__(name, reduction, sum_over_identities=sum_over_identities)
 
 
 __all__ = ["AttentionCosineDistanceLoss", "BatchHardTripletLoss", "ImprovedTriHardLoss",

@@ -8,6 +8,7 @@ import keras
 
 from tfreid.checks import check_input_shape
 from tfreid.layers.attention_alignment import AttentionAlignment
+from tfreid.layers.multi_scale_spatial_attention import LAYOUTS
 from tfreid.layers.omnibearing_attention import OmnibearingAttention
 from tfreid.layers.validation import check_bool, check_positive_int
 from tfreid.models.backbones.resnet50 import (STAGE_BLOCKS, resnet50_model, resnet50_stage,
@@ -18,6 +19,7 @@ from tfreid.models.registry import register_model
 # The 16 residual blocks of ResNet-50 in network order (Keras names, stage s = conv{s+1}).
 BLOCK_NAMES = tuple(f"conv{s + 1}_block{b}" for s, n in STAGE_BLOCKS.items() for b in range(1, n + 1))
 OFA_MODES = ("parallel", "series", "dense")
+MASK_TARGETS = ("residual", "output")
 
 
 def _check_ofa_blocks(num_ofa, ofa_blocks):
@@ -45,21 +47,30 @@ def _stride(source, target, what):
 
 
 class _OFAPlacement:
-    """The ``after_block`` hook of `resnet50_stage`: runs OFA beside (or after) chosen blocks."""
+    """Runs OFA beside (or after) chosen blocks: ``on_residual`` masks a block's residual branch
+    before its shortcut add, ``after_block`` masks the block output (hooks of `resnet50_stage`)."""
 
-    def __init__(self, blocks, mode, kwargs, outputs):
+    def __init__(self, blocks, mode, mask_target, kwargs, outputs):
         self.index = {name: k for k, name in enumerate(blocks, 1)}
-        self.mode, self.kwargs, self.outputs = mode, kwargs, outputs
+        self.mode, self.mask_target, self.kwargs, self.outputs = mode, mask_target, kwargs, outputs
         self.maps = []  # dense mode: the attention maps produced so far
 
-    def __call__(self, name, block_input, block_output):
-        k = self.index.get(name)
-        if k is None:
+    def on_residual(self, name, block_input, residual):
+        if self.mask_target != "residual" or name not in self.index:
+            return residual
+        return self._mask(name, block_input, residual)
+
+    def after_block(self, name, block_input, block_output):
+        if self.mask_target != "output" or name not in self.index:
             return block_output
-        out_hw, filters = tuple(block_output.shape[1:3]), block_output.shape[-1]
+        return self._mask(name, block_input, block_output)
+
+    def _mask(self, name, block_input, target):
+        k = self.index[name]
+        out_hw, filters = tuple(target.shape[1:3]), target.shape[-1]
         if self.mode == "series":  # AANet-2 (Table 4): attention on the block's own output
-            source, strides = block_output, 1
-        else:  # Eq. 2: F_out = f(F_in) * A(F_in)
+            source, strides = target, 1
+        else:  # Eq. 2: f(F_in) * A(F_in)
             source = block_input
             strides = _stride(block_input.shape[1:3], out_hw, f"ofa{k} ({name})")
             if self.mode == "dense" and self.maps:
@@ -68,7 +79,7 @@ class _OFAPlacement:
         attention = OmnibearingAttention(filters, strides=strides, name=f"ofa{k}", **self.kwargs)(source)
         self.maps.append(attention)
         self.outputs[f"attention/ofa{k}"] = ChannelMean(name=f"ofa{k}_map", dtype="float32")(attention)
-        return keras.layers.Multiply(name=f"ofa{k}_apply")([block_output, attention])
+        return keras.layers.Multiply(name=f"ofa{k}_apply")([target, attention])
 
     @staticmethod
     def _project(j, attention, target, k):
@@ -89,6 +100,8 @@ def build_aanet(
     num_ofa: int = 6,
     ofa_blocks=None,
     ofa_mode: str = "parallel",
+    mask_target: str = "output",
+    msa_layout: str = "compact",
     use_fca: bool = True,
     use_msa: bool = True,
     use_aam: bool = True,
@@ -111,10 +124,11 @@ def build_aanet(
       ``conv5_block3_out``), stage 4 with stride ``last_stride`` (1: 24x12 maps at 384x192).
     - OFA ``ofa{k}`` (`OmnibearingAttention`), ``k = 1..`` in network order, beside each chosen
       residual block: ``ofa{k}_apply`` = block output x ``ofa{k}``(block input) (Eq. 2,
-      ``ofa_mode="parallel"``). ``"series"`` computes the map from the block output instead
-      (AANet-2, Table 4); ``"dense"`` adds every earlier map to the block input first
-      (``ofa{k}_dense_add``; maps of another shape through a 1x1 conv ``ofa{k}_from_ofa{j}``,
-      AANet-DenseOFA). ``ofa{k}_map`` is its channel mean for visualisation.
+      ``ofa_mode="parallel"``, ``mask_target="output"``); ``mask_target="residual"`` multiplies
+      the block's residual branch instead, before its shortcut is added. ``"series"`` computes
+      the map from the tensor it multiplies (AANet-2, Table 4); ``"dense"`` adds every earlier
+      map to the block input first (``ofa{k}_dense_add``; maps of another shape through a 1x1
+      conv ``ofa{k}_from_ofa{j}``, AANet-DenseOFA). ``ofa{k}_map`` is its channel mean.
     - Parts (Sec. 3.4): ``part{z}_crop`` takes horizontal stripe ``z`` of the last map (PCB's
       adaptive bins), ``part{z}_pool`` averages it (``C`` = 2048 features) and
       ``classifier_part{z}`` gives its identity logits.
@@ -125,6 +139,11 @@ def build_aanet(
     - ``embedding`` = the part features concatenated, part-major (``num_parts * C`` = 12288-D),
       compared with the cosine distance.
 
+    Two readings the paper leaves open (``docs/models.md``): MSA's ``msa_layout`` (``"compact"``:
+    6 OFA add 9.6 M parameters / 2.3 GMACs at 767 classes and 384x192, Table 5's +9.8 M /
+    +2.2 G; ``"literal"``: +23.1 M / +6.2 G) and where the mask applies (``mask_target``:
+    ``"output"`` reads Eq. 2's ``f(F_in, {W})`` as the block's mapping, ``"residual"`` as He et
+    al.'s residual function; "output" trained better in a short synthetic comparison).
     Args:
         num_classes: number of training identities.
         input_shape: ``(H, W, 3)`` of the normalised input. Default ``(384, 192, 3)`` (paper).
@@ -134,6 +153,10 @@ def build_aanet(
         ofa_blocks: explicit block names instead of ``num_ofa`` (Table 4's ``Conv.B3`` is
             ``["conv4_block1", ..., "conv4_block6"]``).
         ofa_mode: ``"parallel"`` (paper), ``"series"`` or ``"dense"``.
+        mask_target: ``"output"`` (default: the map multiplies the block output) or
+            ``"residual"`` (the block's residual branch, before the shortcut add).
+        msa_layout: ``"compact"`` (default, Table 5's size) or ``"literal"``
+            (`MultiScaleSpatialAttention`).
         use_fca: OFA includes foreground-aware channel attention (ablation). Default True.
         use_msa: OFA includes multi-scale spatial attention (ablation). Default True. With both
             off there are no OFA modules.
@@ -175,6 +198,11 @@ def build_aanet(
         check_bool(key, value)
     if ofa_mode not in OFA_MODES:
         raise ValueError(f"`ofa_mode` must be one of {', '.join(OFA_MODES)}, received ofa_mode={ofa_mode!r}.")
+    if mask_target not in MASK_TARGETS:
+        raise ValueError(f"`mask_target` must be one of {', '.join(MASK_TARGETS)}, "
+                         f"received mask_target={mask_target!r}.")
+    if msa_layout not in LAYOUTS:
+        raise ValueError(f"`msa_layout` must be one of {', '.join(LAYOUTS)}, received msa_layout={msa_layout!r}.")
     if last_stride not in (1, 2) or isinstance(last_stride, bool):
         raise ValueError(f"`last_stride` must be 1 or 2, received last_stride={last_stride!r}.")
     input_shape = check_input_shape(input_shape)
@@ -189,14 +217,15 @@ def build_aanet(
     blocks = _check_ofa_blocks(num_ofa, ofa_blocks) if (use_fca or use_msa) else ()
     ofa_kwargs = dict(reduction=check_positive_int("reduction", reduction),
                       spatial_reduction=check_positive_int("spatial_reduction", spatial_reduction),
-                      use_fca=use_fca, use_msa=use_msa)
+                      use_fca=use_fca, use_msa=use_msa, msa_layout=msa_layout)
 
     inputs = keras.Input(shape=tuple(int(v) for v in input_shape), name="images")
     outputs = {}
-    hook = _OFAPlacement(blocks, ofa_mode, ofa_kwargs, outputs)
+    hook = _OFAPlacement(blocks, ofa_mode, mask_target, ofa_kwargs, outputs)
     x = resnet50_stem(inputs, base_width)
     for stage in STAGE_BLOCKS:
-        x = resnet50_stage(x, stage, last_stride if stage == 4 else None, base_width, after_block=hook)
+        x = resnet50_stage(x, stage, last_stride if stage == 4 else None, base_width,
+                           after_block=hook.after_block, on_residual=hook.on_residual)
     assert x.shape[1] == h, (x.shape, h)
 
     parts = []

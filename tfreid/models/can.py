@@ -9,6 +9,7 @@ import keras
 from tfreid.checks import check_input_shape
 from tfreid.layers.adaptive_concat_pooling import BIN_RULES, AdaptiveConcatPooling2D
 from tfreid.layers.collaborative_attention import CollaborativeAttention
+from tfreid.layers.cosine_classifier import CosineClassifier
 from tfreid.layers.fused_batch_normalization import FusedBatchNormalization
 from tfreid.layers.validation import check_bool, check_positive_int
 from tfreid.models.backbones.resnet50 import resnet50_stage, resnet50_stem, zero_init_residuals
@@ -16,6 +17,7 @@ from tfreid.models.registry import register_model
 
 # Output stride of ResNet-50 up to stage 3 (stem /4, stages 2-3 /2 each).
 _STRIDE_TO_STAGE3 = 16
+CLASSIFIERS = ("cosine", "linear")
 
 
 def _check_parts(parts):
@@ -56,6 +58,10 @@ def build_can(
     feature_dim: int = 256,
     last_stride: int = 1,
     bin_rule: str = "paper",
+    classifier: str = "cosine",
+    cosine_scale: float = 16.0,
+    learn_cosine_scale: bool = False,
+    feature_bn: bool = True,
     base_width: int = 64,
     backbone_weights: str | None = None,
     zero_init_residual: bool = True,
@@ -76,7 +82,9 @@ def build_can(
       features); ``{b}_slice{k}`` (`Cropping2D`) picks part feature ``k``.
     - Every feature ``f`` (4 global + 2 + 4 + 6 = 16 with the defaults) goes through the ONE
       shared 1x1 conv ``embed_conv`` (4096 -> ``feature_dim``, no bias, Eq. 3-4), its own BN
-      ``{f}_bn``, ``{f}_flatten`` -> ``features/{f}``, and its own classifier ``classifier_{f}``.
+      ``{f}_bn``, ``{f}_flatten`` -> ``features/{f}``, and its own classifier ``classifier_{f}``:
+      a `CosineClassifier` (normalised feature and weights, scale ``cosine_scale``; Sec. 4.6
+      "we also normalize the features and weights in FC Layer").
     - ``embedding`` = concatenation of the L2-normalised features ``l2_{f}`` (16 x 256 = 4096-D,
       norm ``sqrt(16)``): the cosine similarity of two embeddings is the mean cosine similarity
       of their 16 features, so each stripe feature weighs the same; compare with cosine distance.
@@ -85,9 +93,10 @@ def build_can(
       features (paper Table 4, last row).
 
     Decisions the paper leaves open: BN (no ReLU) follows the shared embedding conv, one BN per
-    feature (the branches' statistics differ; the paper's Eq. 3 is the linear map alone, MGN's
-    reduction adds BN + ReLU); pooling concatenates max then average; the classifiers are plain
-    ``Dense`` layers (the paper also normalises the FC weights). Without ``collaborative`` (the
+    feature; not in Eq. 3 (``feature_bn=False`` is the linear map alone) but kept because the
+    triplet and center losses act on concatenations of features from different branches, whose
+    scales BN equalises (``docs/models.md``); pooling concatenates max then average; the
+    cosine classifier's scale (the paper gives none) is 16. Without ``collaborative`` (the
     "w/o CA" rows of Table 3) part branch ``n`` yields its ``n`` stripes directly.
 
     Args:
@@ -101,6 +110,10 @@ def build_can(
         feature_dim: output width of the shared embedding conv. Default 256.
         last_stride: stride of the stage-4 copies, 1 (paper) or 2.
         bin_rule: ``"paper"`` (Eq. 1) or ``"pytorch"`` (adaptive pooling bins of PyTorch/Keras).
+        classifier: ``"cosine"`` (default, the paper's normalised FC) or ``"linear"`` (``Dense``).
+        cosine_scale: scale ``s`` of the cosine classifiers (> 0). Default 16.
+        learn_cosine_scale: train ``s`` (one scalar per classifier). Default False.
+        feature_bn: BN after the embedding conv, one per feature. Default True.
         base_width: ResNet-50 width (64); smaller values give the same graph, narrower (tests).
         backbone_weights: optional local ImageNet ``.h5`` (Keras ``..._notop.h5`` or
             ``.weights.h5``) loaded by layer name into the shared stages and into EVERY stage-4
@@ -135,6 +148,10 @@ def build_can(
     parts = _check_parts(parts)
     if last_stride not in (1, 2) or isinstance(last_stride, bool):
         raise ValueError(f"`last_stride` must be 1 or 2, received last_stride={last_stride!r}.")
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"`classifier` must be one of {CLASSIFIERS}, received classifier={classifier!r}.")
+    check_bool("feature_bn", feature_bn)
+    CosineClassifier(1, scale=cosine_scale, learn_scale=learn_cosine_scale)  # validates both
     if bin_rule not in BIN_RULES:
         raise ValueError(f"`bin_rule` must be one of {BIN_RULES}, received bin_rule={bin_rule!r}.")
     input_shape = check_input_shape(input_shape)
@@ -172,11 +189,16 @@ def build_can(
     for feat, block in pooled.items():
         f = embed(block)  # the same layer (same kernel) for every feature
         # BN and everything after it in float32: features/logits are float32 under mixed precision.
-        f = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{feat}_bn", dtype="float32")(f)
+        if feature_bn:
+            f = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{feat}_bn", dtype="float32")(f)
         f = keras.layers.Flatten(name=f"{feat}_flatten", dtype="float32")(f)
         outputs[f"features/{feat}"] = f
-        outputs[f"logits/{feat}"] = keras.layers.Dense(
-            num_classes, name=f"classifier_{feat}", dtype="float32")(f)
+        if classifier == "cosine":
+            head = CosineClassifier(num_classes, scale=cosine_scale, learn_scale=learn_cosine_scale,
+                                    name=f"classifier_{feat}", dtype="float32")
+        else:
+            head = keras.layers.Dense(num_classes, name=f"classifier_{feat}", dtype="float32")
+        outputs[f"logits/{feat}"] = head(f)
         normalised.append(keras.layers.UnitNormalization(name=f"l2_{feat}", dtype="float32")(f))
         (global_feats if feat.endswith("global") else local_feats).append(f)
     outputs["features/global_concat"] = keras.layers.Concatenate(

@@ -76,8 +76,10 @@ class HorizontalStripe(keras.layers.Layer):
         return config
 
 
-def _head(x, feature_dim, branch):
-    """FC_1 (the d-dim feature) as Dense -> BN; BN in float32 so features stay float32."""
+def _head(x, feature_dim, branch, bn=True):
+    """FC_1 (the d-dim feature) as Dense (-> BN); the last layer in float32 so features stay float32."""
+    if not bn:
+        return keras.layers.Dense(feature_dim, name=f"fc_{branch}", dtype="float32")(x)
     x = keras.layers.Dense(feature_dim, name=f"fc_{branch}")(x)
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"fc_{branch}_bn", dtype="float32")(x)
 
@@ -106,6 +108,7 @@ def build_ccan(
     use_cc: bool | None = None,
     branches: str = "G+L",
     branch3_kernel: int = 3,
+    fc_bn: bool = True,
     backbone_weights: str | None = None,
     name: str = "ccan",
 ) -> keras.Model:
@@ -127,9 +130,12 @@ def build_ccan(
     - ``embedding`` = ``l2_global`` ++ ``l2_local`` (Sec. 3.4).
 
     Decisions the paper leaves open: the CC query is the part stream (its residual continues the
-    stream) and the key the global Z2 stripe; FC_1 is Dense + BN without ReLU; the global stage
-    layers keep BN-Inception's names so ImageNet weights load by name, every part copy gets them
-    too (``backbone_weights``).
+    stream) and the key the global Z2 stripe; FC_1 is Dense + BN without ReLU (the BN, which the
+    paper does not mention, fixes the scale at which the fixed triplet margin acts; ``fc_bn``,
+    ``docs/models.md``); the "5x5" Inception branch is 3x3 as in the pretrained GoogLeNet-with-BN
+    weights the paper fine-tunes (``branch3_kernel``); the global stage layers keep
+    BN-Inception's names so ImageNet weights load by name, every part copy gets them too
+    (``backbone_weights``).
 
     Ablations (paper Table 6): ``branches="G", use_ss=False`` (Id 1; with SS: Id 4), ``"L"``
     (Id 2), ``"G+L"`` with ``use_ss=False, use_cc=False`` (Id 3), ``use_ss=False`` (Id 5),
@@ -148,7 +154,9 @@ def build_ccan(
         use_cc: CC-attention in every part stream; ``None`` (default) = whenever the local branch
             is built. ``True`` without the local branch is an error.
         branches: ``"G+L"`` (default), ``"G"`` or ``"L"``.
-        branch3_kernel: BN-Inception "5x5" branch kernel, 3 (torchvision weights) or 5.
+        branch3_kernel: BN-Inception "5x5" branch kernel, 3 (default: the pretrained "GoogLeNet
+            with BN" of torchvision, which the paper fine-tunes, has 3x3 there) or 5 (GoogLeNet).
+        fc_bn: BN after FC_1 (default True, see above); False gives FC_1 as a bare Dense.
         backbone_weights: optional local ``.h5`` of BN-Inception weights (by layer name).
         name: model name.
 
@@ -176,6 +184,7 @@ def build_ccan(
     width = check_width_multiplier(width_multiplier)
     k5 = check_branch3_kernel(branch3_kernel)
     check_bool("use_ss", use_ss)
+    check_bool("fc_bn", fc_bn)
     if branches not in BRANCHES:
         raise ValueError(f"`branches` must be one of {BRANCHES}, received branches={branches!r}.")
     use_global, use_local = "G" in branches, "L" in branches
@@ -196,7 +205,7 @@ def build_ccan(
 
     if use_global:
         x = bn_inception_stage(z2, 5, width, k5)
-        f_global = _head(keras.layers.GlobalAveragePooling2D(name="global_pool")(x), feature_dim, "global")
+        f_global = _head(keras.layers.GlobalAveragePooling2D(name="global_pool")(x), feature_dim, "global", fc_bn)
         outputs["features/global"] = f_global
         outputs["logits/global"] = keras.layers.Dense(num_classes, name="classifier_global", dtype="float32")(f_global)
         embedding.append(keras.layers.UnitNormalization(name="l2_global", dtype="float32")(f_global))
@@ -213,7 +222,7 @@ def build_ccan(
             x = bn_inception_stage(x, 5, width, k5, prefix=f"part{s}_")
             pooled.append(keras.layers.GlobalAveragePooling2D(name=f"part{s}_pool")(x))
         x = keras.layers.Concatenate(name="local_concat")(pooled) if num_parts > 1 else pooled[0]
-        f_local = _head(x, feature_dim, "local")
+        f_local = _head(x, feature_dim, "local", fc_bn)
         outputs["features/local"] = f_local
         outputs["logits/local"] = keras.layers.Dense(num_classes, name="classifier_local", dtype="float32")(f_local)
         embedding.append(keras.layers.UnitNormalization(name="l2_local", dtype="float32")(f_local))

@@ -41,6 +41,7 @@ def build_hacnn(
     reduction: int = 16,
     learn_region: bool = True,
     conv_bias: bool = False,
+    hard_attention: dict | None = None,
     name: str = "hacnn",
 ) -> keras.Model:
     """Builds HA-CNN: a global Inception branch with Harmonious Attention and a local branch.
@@ -81,6 +82,9 @@ def build_hacnn(
         learn_region: if False, no hard attention and no local branch; the embedding is
             ``L2(global)`` only and the local / theta outputs are absent.
         conv_bias: biases on the convolutions (torchreid parity). Default False.
+        hard_attention: options of every level's `HardRegionAttention` for localisation
+            experiments, e.g. ``{"pooling": "stripes"}``, ``{"center": True}``,
+            ``{"frozen": True}`` (theta fixed at the stripes). Default None: the paper's.
         name: model name.
 
     Returns:
@@ -141,7 +145,8 @@ def build_hacnn(
         y = InceptionB(width, use_bias=conv_bias, name=f"global{level}_inception_b")(y)
         if learn_region:
             soft, theta = HarmoniousAttention(
-                num_regions, reduction=reduction, use_bias=conv_bias, name=f"ha{level}"
+                num_regions, reduction=reduction, use_bias=conv_bias, hard_options=hard_attention,
+                name=f"ha{level}"
             )(y)
             outputs[f"attention/theta_{level}"] = theta
         else:

@@ -28,6 +28,7 @@ BN_MOMENTUM = 0.9  # PyTorch's 0.1: moving statistics settle within a short fine
 _RESIDUAL_LAST_BN = re.compile(r"(\w+_)?conv[2-5]_block\d+_3_bn")
 
 AfterBlock = Callable[[str, keras.KerasTensor, keras.KerasTensor], keras.KerasTensor]
+OnResidual = AfterBlock  # same signature, called on the residual branch before the shortcut add
 
 
 def _check_width(base_width):
@@ -40,8 +41,13 @@ def _conv_bn(x, filters, kernel, stride, name, padding="valid"):
     return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
 
 
-def bottleneck_block(x, filters: int, stride: int, conv_shortcut: bool, name: str):
-    """One ResNet v1 bottleneck (1x1 -> 3x3 -> 1x1 x4, stride on the first 1x1 as Keras does)."""
+def bottleneck_block(x, filters: int, stride: int, conv_shortcut: bool, name: str,
+                     on_residual: OnResidual | None = None):
+    """One ResNet v1 bottleneck (1x1 -> 3x3 -> 1x1 x4, stride on the first 1x1 as Keras does).
+
+    ``on_residual(name, x, residual)``, if given, replaces the residual branch's output before
+    the shortcut is added (AANet's OFA mask with ``mask_target="residual"``).
+    """
     if conv_shortcut:
         shortcut = _conv_bn(x, 4 * filters, 1, stride, f"{name}_0")
     else:
@@ -51,6 +57,8 @@ def bottleneck_block(x, filters: int, stride: int, conv_shortcut: bool, name: st
     y = _conv_bn(y, filters, 3, 1, f"{name}_2", padding="same")
     y = keras.layers.Activation("relu", name=f"{name}_2_relu")(y)
     y = _conv_bn(y, 4 * filters, 1, 1, f"{name}_3")
+    if on_residual is not None:
+        y = on_residual(name, x, y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.Activation("relu", name=f"{name}_out")(y)
 
@@ -66,7 +74,8 @@ def resnet50_stem(x, base_width: int = 64, prefix: str = ""):
 
 
 def resnet50_stage(x, stage: int, stride: int | None = None, base_width: int = 64,
-                   prefix: str = "", after_block: AfterBlock | None = None):
+                   prefix: str = "", after_block: AfterBlock | None = None,
+                   on_residual: OnResidual | None = None):
     """Residual stage ``stage`` (1..4 = Keras ``conv2``..``conv5``) applied to `x`.
 
     Args:
@@ -80,6 +89,8 @@ def resnet50_stage(x, stage: int, stride: int | None = None, base_width: int = 6
         after_block: optional ``fn(block_name, block_input, block_output) -> tensor`` called on each
             residual block; its result feeds the next block (AANet multiplies the block output by an
             attention map computed from the block input).
+        on_residual: optional ``fn(block_name, block_input, residual) -> tensor`` called on each
+            block's residual branch before its shortcut is added (AANet's ``mask_target="residual"``).
     """
     if stage not in STAGE_BLOCKS:
         raise ValueError(f"stage must be one of 1, 2, 3, 4, received stage={stage!r}")
@@ -91,7 +102,7 @@ def resnet50_stage(x, stage: int, stride: int | None = None, base_width: int = 6
     filters = base_width * 2 ** (stage - 1)
     for block in range(1, STAGE_BLOCKS[stage] + 1):
         name = f"{prefix}conv{stage + 1}_block{block}"
-        y = bottleneck_block(x, filters, stride if block == 1 else 1, block == 1, name)
+        y = bottleneck_block(x, filters, stride if block == 1 else 1, block == 1, name, on_residual)
         x = after_block(name, x, y) if after_block is not None else y
     return x
 
