@@ -48,7 +48,8 @@ def _cell_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (sub-commands `index` and `query`)."""
     parser = _Parser(prog="python -m tfreid.search", description=__doc__.split("\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="Details: docs/search.md")
@@ -118,13 +119,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) of each query's "
                             "--rerank-depth nearest items. Needs the gallery-gallery distances "
                             "of that shortlist: depth^2 distances and depth embedding reads per "
-                            "query (a few ms each at depth 100), on top of the search; it "
+                            "query (tens of ms each at depth 100), on top of the search; it "
                             "re-orders the shortlist only (default: off)")
     query.add_argument("--rerank-depth", type=_integer(1), default=100,
                        help="--rerank: shortlist length per query (default %(default)s)")
     query.add_argument("--cell-size", type=_cell_size, default=(128, 64), metavar="HxW",
                        help="image size in the pictures (default 128x64)")
     common(query)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "query" and args.approx and args.backend == "numpy":
         parser.error("argument --backend: numpy is exact only; --approx uses faiss (drop "

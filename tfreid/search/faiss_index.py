@@ -84,6 +84,7 @@ def build_ivf(gallery, metric: str = "euclidean", nlist: int | None = None, seed
                                faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2)
     index.cp.seed = seed
     index.cp.niter = 10  # k-means converges well enough for list assignment
+    index.cp.min_points_per_centroid = 1  # tiny galleries: the sample below is all there is
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(num, min(num, TRAIN_POINTS_PER_LIST * nlist), replace=False))
     index.train(_prepared(gallery[sample], metric))

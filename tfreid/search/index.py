@@ -155,7 +155,8 @@ class GalleryIndex:
                                  f"embeddings differ by up to {diff:.3g}); {cure}")
 
     def open_model(self, model=None, batch_size: int = 64):
-        """The `Embedder` for queries: `model` (a path) after `check_model`, or the index's own.
+        """The `Embedder` for queries: `model` (a path or an `Embedder`) once `check_model`
+        accepts it, or the index's own model.
 
         Raises:
             FileNotFoundError: the model (or the index's recorded model) no longer exists.
@@ -170,8 +171,10 @@ class GalleryIndex:
                                         "pass --model with the same weights")
             checkpoint = mine["version"] if mine["format"] == "run" else None
             embedder = open_model(mine["source"], checkpoint, batch_size)
-        else:
+        elif isinstance(model, (str, os.PathLike)):
             embedder = open_model(model, batch_size=batch_size)
+        else:
+            embedder = model
         self.check_model(embedder.info)
         return embedder
 
@@ -183,7 +186,8 @@ class GalleryIndex:
                 or `model` if given and accepted by `check_model`).
             k: results per query.
             embeddings: float32 `[Q, D]` query embeddings instead of `images`.
-            model: path of the model to embed `images` with (default: the index's).
+            model: the model to embed `images` with, a path or an `Embedder` (default: the
+                index's).
             **options: `tfreid.search.query.search` options (`rerank`, `approx`, `backend`, ...).
 
         Returns:

@@ -46,8 +46,8 @@ def search(index, images=None, k: int = 10, *, embeddings=None, model=None,
         images: query image paths, folders or list files (one, or a list).
         k: results per query (>= 1).
         embeddings: float32 `[Q, D]` query embeddings instead of `images`.
-        model: path of the model embedding `images` (default: the index's own); another
-            network is refused (`GalleryIndex.check_model`).
+        model: the model embedding `images`, a path or an `Embedder` (default: the index's
+            own); another network is refused (`GalleryIndex.check_model`).
         backend: `"numpy"` (default for exact search) or `"faiss"` (flat index).
         approx: search a faiss IVF-Flat index instead (faiss required).
         rerank: k-reciprocal re-ranking of each query's `rerank_depth` nearest items.
