@@ -128,6 +128,8 @@ def test_rerank_of_the_whole_gallery_equals_library_reranking():
     (dict(metric="manhattan"), "metric must be one of"),
     (dict(queries=np.zeros((2, 3), np.float32)), "dim 3 but the gallery has dim 4"),
     (dict(queries=np.full((1, 4), np.nan, np.float32)), "NaN"),
+    (dict(gallery=np.array([[1, 2, 3, 4]] * 3 + [[0, np.inf, 0, 0]] * 2, np.float32)),
+     r"gallery rows 0\.\.4 contain NaN or infinite"),
     (dict(gallery=np.zeros((0, 4), np.float32)), "non-empty"),
 ])
 def test_bad_input(bad, match):

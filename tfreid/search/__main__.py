@@ -38,16 +38,6 @@ def _integer(minimum: int):
     return parse
 
 
-def _cell_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 128x64, got {text!r}") from None
-    if not (8 <= h <= 1024 and 8 <= w <= 1024):
-        raise argparse.ArgumentTypeError(f"cell size {text!r} out of range 8..1024")
-    return h, w
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (sub-commands `index` and `query`)."""
     parser = _Parser(prog="python -m tfreid.search", description=__doc__.split("\n")[0],
@@ -123,8 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "re-orders the shortlist only (default: off)")
     query.add_argument("--rerank-depth", type=_integer(1), default=100,
                        help="--rerank: shortlist length per query (default %(default)s)")
-    query.add_argument("--cell-size", type=_cell_size, default=(128, 64), metavar="HxW",
-                       help="image size in the pictures (default 128x64)")
     common(query)
     return parser
 
@@ -160,7 +148,7 @@ def run(args) -> int:
                          progress=progress)
     print(result.format())
     if args.out:
-        written = result.write(args.out, args.cell_size)
+        written = result.write(args.out)
         if progress:
             print(f"wrote {written[0]} and {len(written) - 1} picture(s) in {args.out}")
     return 0

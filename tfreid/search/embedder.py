@@ -124,10 +124,6 @@ class Embedder:
         if bad_paths is not None:
             bad_paths.extend(report.paths)
 
-    def embed_pixels(self, pixels) -> np.ndarray:
-        """Embed float32 `[b, H, W, 3]` pixels in 0..255 at the model size."""
-        return self._forward(np.asarray(pixels, np.float32))
-
 
 def open_model(path, checkpoint: str | None = None, batch_size: int = 64) -> Embedder:
     """Load a run directory or an export for embedding.
@@ -156,7 +152,11 @@ def open_model(path, checkpoint: str | None = None, batch_size: int = 64) -> Emb
         raise ValueError(f"model {path}: not a tfreid run directory (no run.json) nor an export "
                          "(a SavedModel version folder with saved_model.pb, a .tflite or .keras "
                          "file)")
-    extractor = FeatureExtractor(path, batch_size=batch_size)
+    try:
+        extractor = FeatureExtractor(path, batch_size=batch_size)
+    except (tf.errors.OpError, OSError, RuntimeError, ValueError) as err:  # damaged files
+        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ValueError(f"model {path}: cannot load this export: {reason}") from None
     meta = extractor.metadata
     if extractor.format == "savedmodel":
         files, version = [path / "saved_model.pb", *sorted((path / "variables").glob("*"))], path.name

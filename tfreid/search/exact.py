@@ -60,13 +60,20 @@ def exact_topk(queries, gallery, k: int, metric: str = "euclidean", *,
     best_i = np.empty((len(queries), 0), np.int64)
     buf = np.empty((min(q_rows, len(queries)), min(g_rows, num_gallery)), np.float32)
     for g_start in range(0, num_gallery, g_rows):
-        block = check_matrix(gallery[g_start:g_start + g_rows], "gallery")
+        block = np.ascontiguousarray(gallery[g_start:g_start + g_rows], np.float32)
         g, g_sqnorm = _distance.prepare_gallery(block, metric)
         new_d = np.empty((len(queries), min(k, len(block))), np.float32)
         new_i = np.empty(new_d.shape, np.int64)
         for q_start in range(0, len(queries), q_rows):
             q = queries[q_start:q_start + q_rows]
-            d = _distance.distance_chunk(q, g, g_sqnorm, metric, out=buf[:len(q), :len(block)])
+            with np.errstate(invalid="ignore", over="ignore"):  # reported just below
+                d = _distance.distance_chunk(q, g, g_sqnorm, metric,
+                                             out=buf[:len(q), :len(block)])
+            # A NaN/inf gallery value shows in its distances: checking q x g values instead of
+            # g x dim saves a pass over the gallery.
+            if not np.isfinite(d).all():
+                raise ValueError(f"gallery rows {g_start}..{g_start + len(block) - 1} contain NaN "
+                                 "or infinite values; embeddings must be finite")
             pick = topk_stable(d, new_d.shape[1])
             new_d[q_start:q_start + len(q)] = np.take_along_axis(d, pick, axis=1)
             new_i[q_start:q_start + len(q)] = pick + g_start

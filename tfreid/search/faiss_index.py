@@ -52,12 +52,17 @@ def flat_topk(queries, gallery, k: int, metric: str = "euclidean"):
     Returns:
         `(indices, distances)` as `tfreid.search.exact.exact_topk`.
     """
+    return search(build_flat(gallery, metric), queries, gallery, k, metric)
+
+
+def build_flat(gallery, metric: str = "euclidean"):
+    """A faiss flat index holding a copy of `gallery` (L2-normalised for cosine)."""
     faiss = require_faiss()
     _distance.check_metric(metric)
     dim = gallery.shape[1]
     index = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
     _add(index, gallery, metric)
-    return search(index, queries, gallery, k, metric)
+    return index
 
 
 def build_ivf(gallery, metric: str = "euclidean", nlist: int | None = None, seed: int = 0):

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -64,17 +65,18 @@ def list_images(source: str | os.PathLike, flag: str = "--images") -> tuple[str,
     root = os.path.dirname(source)
     if _is_image_name(source):
         return root, [source]
-    paths = []
-    with open(source, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            entry = line.strip()
-            if not entry:
-                continue
-            if not _is_image_name(entry):
-                raise ValueError(f"{flag} {source}, line {lineno}: {entry!r} is not an image file "
-                                 f"name (expected one path per line ending in "
-                                 f"{', '.join('.' + e for e in EXTENSIONS)})")
-            paths.append(os.path.normpath(os.path.join(root, entry)))
+    try:
+        lines = pathlib.Path(source).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{flag} {source}: neither an image file name nor a UTF-8 text file "
+                         "listing image paths") from None
+    entries = [(lineno, line.strip()) for lineno, line in enumerate(lines, 1) if line.strip()]
+    for lineno, entry in entries:
+        if not _is_image_name(entry):
+            raise ValueError(f"{flag} {source}, line {lineno}: {entry!r} is not an image file "
+                             f"name (expected one path per line ending in "
+                             f"{', '.join('.' + e for e in EXTENSIONS)})")
+    paths = [os.path.normpath(os.path.join(root, entry)) for _, entry in entries]
     if not paths:
         raise ValueError(f"{flag} {source}: the list file names no images")
     return root, paths

@@ -253,8 +253,7 @@ def build_index(model, images, out, *, dataset: str | None = None, batch_size: i
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        skipped = _write_embeddings(tmp, model, paths, batch_size, on_bad_image, progress)
-        keep = np.isin(paths, skipped, invert=True)
+        skipped, keep = _write_embeddings(tmp, model, paths, batch_size, on_bad_image, progress)
         paths = [p for p, k in zip(paths, keep) if k]
         if not paths:
             raise ValueError(f"images {root}: every image is unreadable ({len(skipped)} skipped)")
@@ -278,7 +277,8 @@ def build_index(model, images, out, *, dataset: str | None = None, batch_size: i
 
 
 def _write_embeddings(folder: pathlib.Path, model, paths, batch_size, on_bad_image, progress):
-    """Stream the embeddings of `paths` into `folder/embeddings.npy`; return the skipped paths."""
+    """Stream the embeddings of `paths` into `folder/embeddings.npy` (unreadable images left
+    out); return the skipped paths and the bool mask of the kept ones."""
     skipped: list[str] = []
     target = folder / "embeddings.npy"
     dim = model.info.embedding_size
@@ -287,17 +287,18 @@ def _write_embeddings(folder: pathlib.Path, model, paths, batch_size, on_bad_ima
     for batch in model.embed_files(paths, batch_size, on_bad_image, progress, skipped):
         rows[start:start + len(batch)] = batch
         start += len(batch)
+    keep = np.isin(paths, skipped, invert=True)
     if skipped:
         print(f"warning: {len(skipped)} unreadable image(s) skipped and listed in index.json: "
               f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
-        keep = np.flatnonzero(np.isin(paths, skipped, invert=True))
+        kept = np.flatnonzero(keep)
         compact = np.lib.format.open_memmap(folder / "compact.npy", "w+", np.float32,
-                                            (len(keep), dim))
-        for s in range(0, len(keep), 65536):  # block copy: bounded memory
-            compact[s:s + 65536] = rows[keep[s:s + 65536]]
+                                            (len(kept), dim))
+        for s in range(0, len(kept), 65536):  # block copy: bounded memory
+            compact[s:s + 65536] = rows[kept[s:s + 65536]]
         compact.flush()
         del rows, compact
         os.replace(folder / "compact.npy", target)
     else:
         rows.flush()
-    return skipped
+    return skipped, keep
