@@ -38,7 +38,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
                         help="gallery sizes (default %(default)s)")
-    parser.add_argument("--dim", type=int, default=1024, help="embedding size (default %(default)s)")
+    parser.add_argument("--dim", type=int, default=1024,
+                        help="embedding size (default %(default)s)")
     parser.add_argument("--queries", type=int, default=100, help="queries (default %(default)s)")
     parser.add_argument("--topk", type=int, default=10, help="k (default %(default)s)")
     parser.add_argument("--workdir", default="/tmp/search-bench",

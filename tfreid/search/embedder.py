@@ -159,7 +159,8 @@ def open_model(path, checkpoint: str | None = None, batch_size: int = 64) -> Emb
         raise ValueError(f"model {path}: cannot load this export: {reason}") from None
     meta = extractor.metadata
     if extractor.format == "savedmodel":
-        files, version = [path / "saved_model.pb", *sorted((path / "variables").glob("*"))], path.name
+        files = [path / "saved_model.pb", *sorted((path / "variables").glob("*"))]
+        version = path.name
         default_name = path.parent.name
     else:
         files, version = [path], f"{path.parent.name}/{path.name}"

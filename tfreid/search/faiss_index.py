@@ -104,7 +104,7 @@ def ivf_topk(index, queries, gallery, k: int, metric: str, nprobe: int | None = 
         `(indices, distances)`; a query may get fewer than k neighbours when the visited lists
         hold fewer rows (index -1, distance +inf).
     """
-    index.nprobe = default_nprobe(index.nlist) if nprobe is None else int(nprobe)
+    index.nprobe = min(index.nlist, default_nprobe(index.nlist) if nprobe is None else int(nprobe))
     return search(index, queries, gallery, k, metric)
 
 

@@ -52,7 +52,8 @@ class GalleryIndex:
     """
 
     def __init__(self, path, meta: dict, embeddings, paths: list[str], labels=None):
-        self.path, self.meta, self.embeddings, self.paths = pathlib.Path(path), meta, embeddings, paths
+        self.path, self.meta = pathlib.Path(path), meta
+        self.embeddings, self.paths = embeddings, paths
         self.pids = None if labels is None else labels[:, 0]
         self.camids = None if labels is None else labels[:, 1]
 
@@ -97,7 +98,8 @@ class GalleryIndex:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             raise ValueError(f"index {path}: not a tfreid search index (no readable index.json; "
-                             "expected a folder written by python -m tfreid.search index)") from None
+                             "expected a folder written by python -m tfreid.search index)"
+                             ) from None
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"index {path}: format {meta.get('format')!r} version "
                              f"{meta.get('format_version')!r}, expected {FORMAT!r} version "
@@ -263,7 +265,7 @@ def build_index(model, images, out, *, dataset: str | None = None, batch_size: i
             np.save(tmp / "labels.npy", labels[keep])
         info = dict(vars(model.info))
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "tfreid": __version__,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat("T", "seconds"),
                 "count": len(paths), "dim": info["embedding_size"], "metric": info.pop("metric"),
                 "preprocessing": info.pop("preprocessing"), "model": info,
                 "images": {"root": root, "dataset": dataset, "skipped": skipped}}

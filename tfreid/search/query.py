@@ -79,38 +79,46 @@ def search(index, images=None, k: int = 10, *, embeddings=None, model=None,
     queries, paths, skipped = _query_embeddings(index, images, embeddings, model, batch_size,
                                                 on_bad_image, progress)
     seconds["embed"] = time.perf_counter() - start
-    gallery, metric = index.embeddings, index.metric
-    start = time.perf_counter()
+    found, distances, method = _neighbours(index, queries, rerank_depth, backend, approx, nlist,
+                                           nprobe, progress, seconds)
     recall = None
-    if approx:
-        ivf = approximate_index(index, nlist, progress)
-        seconds["build"] = time.perf_counter() - start
-        start = time.perf_counter()
-        found, distances = faiss_index.ivf_topk(ivf, queries, gallery, rerank_depth, metric, nprobe)
-        method = f"faiss IVF-Flat nlist={ivf.nlist} nprobe={ivf.nprobe} (approximate)"
-    elif backend == "faiss":
-        found, distances = faiss_index.flat_topk(queries, gallery, rerank_depth, metric)
-        method = "faiss flat (exact)"
-    else:
-        found, distances = exact_topk(queries, gallery, rerank_depth, metric)
-        method = "numpy (exact)"
-    seconds["search"] = time.perf_counter() - start
     if approx and recall_sample:
         sample = np.unique(np.linspace(0, len(queries) - 1, min(recall_sample, len(queries)))
                            .round().astype(np.int64))
-        exact, _ = exact_topk(queries[sample], gallery, min(k, len(gallery)), metric)
+        exact, _ = exact_topk(queries[sample], index.embeddings, k, index.metric)
         recall = (faiss_index.recall_at_k(found[sample, :exact.shape[1]], exact), len(sample))
     reranked = None
     if rerank:
         start = time.perf_counter()
-        found, distances, reranked = rerank_shortlists(queries, gallery, found, distances,
-                                                       metric, k)
+        found, distances, reranked = rerank_shortlists(queries, index.embeddings, found,
+                                                       distances, index.metric, k)
         seconds["rerank"] = time.perf_counter() - start
     labels = _query_labels(index, paths)
     return SearchResult(index=index, query_paths=paths, query_pids=labels[0],
                         query_camids=labels[1], indices=found[:, :k], distances=distances[:, :k],
-                        rerank_distances=reranked, metric=metric, method=method, recall=recall,
-                        skipped=skipped, seconds={n: round(s, 3) for n, s in seconds.items()})
+                        rerank_distances=reranked, metric=index.metric, method=method,
+                        recall=recall, skipped=skipped,
+                        seconds={n: round(s, 3) for n, s in seconds.items()})
+
+
+def _neighbours(index, queries, depth, backend, approx, nlist, nprobe, progress, seconds):
+    """`(indices, distances, method description)` of the `depth` nearest items per query."""
+    gallery, metric = index.embeddings, index.metric
+    start = time.perf_counter()
+    if approx:
+        ivf = approximate_index(index, nlist, progress)
+        seconds["build"] = time.perf_counter() - start
+        start = time.perf_counter()
+        found, distances = faiss_index.ivf_topk(ivf, queries, gallery, depth, metric, nprobe)
+        method = f"faiss IVF-Flat nlist={ivf.nlist} nprobe={ivf.nprobe} (approximate)"
+    elif backend == "faiss":
+        found, distances = faiss_index.flat_topk(queries, gallery, depth, metric)
+        method = "faiss flat (exact)"
+    else:
+        found, distances = exact_topk(queries, gallery, depth, metric)
+        method = "numpy (exact)"
+    seconds["search"] = time.perf_counter() - start
+    return found, distances, method
 
 
 def approximate_index(index, nlist: int | None = None, progress: bool = True):
@@ -118,7 +126,10 @@ def approximate_index(index, nlist: int | None = None, progress: bool = True):
     nlist = faiss_index.default_nlist(len(index)) if nlist is None else check_k(nlist)
     cache = index.path / f"ivf-flat-{nlist}.faiss"
     if cache.is_file():
-        return faiss_index.read(cache)
+        try:
+            return faiss_index.read(cache)
+        except RuntimeError as err:  # a damaged cache file: build it again
+            print(f"warning: rebuilding {cache}: {str(err).splitlines()[0]}", file=sys.stderr)
     if progress:
         print(f"building the approximate index (IVF-Flat, {nlist} lists) over {len(index):,} "
               f"embeddings; cached as {cache}")
@@ -128,6 +139,7 @@ def approximate_index(index, nlist: int | None = None, progress: bool = True):
         faiss_index.write(ivf, tmp)
         os.replace(tmp, cache)
     except (OSError, RuntimeError) as err:  # a read-only index folder: search without caching
+        tmp.unlink(missing_ok=True)
         print(f"warning: approximate index not cached in {index.path}: {err}", file=sys.stderr)
     return ivf
 
