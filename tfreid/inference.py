@@ -159,6 +159,31 @@ class FeatureExtractor:
             chunks.append(np.asarray(self._run(batch), np.float32))
         return np.concatenate(chunks, axis=0)
 
+    def embed_pixels(self, pixels) -> np.ndarray:
+        """Embed images already decoded and resized to `image_size`, in batches of `batch_size`.
+
+        The fast path for callers that decode with their own tf.data pipeline: one range check
+        for the whole array, no per-image work.
+
+        Args:
+            pixels: `[N, H, W, 3]` RGB in 0..255 (uint8 or float) at `image_size`.
+
+        Returns:
+            float32 `[N, D]`.
+
+        Raises:
+            ValueError: another shape, or values outside 0..255.
+        """
+        pixels = np.asarray(pixels, np.float32)
+        if pixels.ndim != 4 or pixels.shape[1:] != (*self.image_size, 3) or not len(pixels):
+            raise ValueError(f"pixels: expected a non-empty [N, {self.image_size[0]}, "
+                             f"{self.image_size[1]}, 3] array, got shape {pixels.shape}")
+        lo, hi = float(pixels.min()), float(pixels.max())
+        if lo < 0 or hi > 255 or not np.isfinite(hi):
+            raise ValueError(f"pixels: values must lie in 0..255, got range [{lo}, {hi}]")
+        return np.concatenate([np.asarray(self._run(pixels[s:s + self.batch_size]), np.float32)
+                               for s in range(0, len(pixels), self.batch_size)])
+
     def _pixels(self, item, index: int) -> np.ndarray:
         """One image as float32 `[H, W, 3]` in 0..255 at the model size."""
         if isinstance(item, (str, os.PathLike)):

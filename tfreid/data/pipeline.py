@@ -309,6 +309,7 @@ def build_eval_dataset(
     on_bad_image: str = "error",
     flip: bool = False,
     report: BadImageReport | None = None,
+    normalized: bool = True,
 ) -> tf.data.Dataset:
     """Ordered, unaugmented batches of normalised images (last partial batch kept).
 
@@ -319,6 +320,8 @@ def build_eval_dataset(
         on_bad_image: ``"error"`` or ``"skip"`` (skip keeps a placeholder, see module docstring).
         flip: yield horizontally mirrored images (flip test-time augmentation).
         report: a :class:`BadImageReport` to fill; a new one if ``None``.
+        normalized: ImageNet-normalise (default); False yields RGB pixels in 0..255, the input
+            of the exported models (which normalise in-graph).
 
     Returns:
         ``tf.data.Dataset`` of float32 ``[b, H, W, 3]``, ``.bad_image_report`` attached.
@@ -334,7 +337,7 @@ def build_eval_dataset(
     def finish(images, ok, paths):
         with tf.control_dependencies([_handle_bad(ok, paths, on_bad_image, report)]):
             images = tf.reverse(images, axis=[2]) if flip else tf.identity(images)
-            return normalize(images)
+            return normalize(images) if normalized else images
 
     ds = tf.data.Dataset.from_tensor_slices(paths).batch(int(batch_size))
     ds = ds.interleave(lambda batch: _load_batch(batch, size).map(lambda im, ok: (im, ok, batch)),

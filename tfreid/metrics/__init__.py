@@ -12,7 +12,7 @@ Example:
 from tfreid.metrics.distance import METRICS, compute_distance_matrix
 from tfreid.metrics.rank import PROTOCOLS, RankResult, evaluate_rank
 from tfreid.metrics.rank_features import evaluate_features
-from tfreid.metrics.rerank import re_ranking, re_ranking_from_features
+from tfreid.metrics.rerank import re_ranking, re_ranking_from_features, topk_stable
 
 __all__ = [
     "METRICS",
@@ -23,4 +23,5 @@ __all__ = [
     "evaluate_rank",
     "re_ranking",
     "re_ranking_from_features",
+    "topk_stable",
 ]

@@ -28,6 +28,7 @@ from tfreid.visualize import draw
 CORRECT = (0, 200, 0)
 WRONG = (230, 0, 0)
 QUERY = (0, 0, 0)
+UNKNOWN = (150, 150, 150)  # identity not known (search galleries without pids)
 FRAME = 4  # frame width around every image, pixels
 GAP = 6  # between gallery cells
 SEPARATOR = 18  # extra space between the query and rank 1
@@ -233,7 +234,8 @@ def render_ranked_list(query_image: np.ndarray, gallery_images, matches, caption
     Args:
         query_image: uint8 ``[h, w, 3]``.
         gallery_images: uint8 ``[k, h, w, 3]`` (same size as the query), rank order.
-        matches: ``k`` bools; True frames the image green (correct), False red (incorrect).
+        matches: ``k`` bools; True frames the image green (correct), False red (incorrect),
+            None grey (identity unknown).
         captions: ``k`` tuples of caption lines under each gallery image (at most 2 shown).
         query_caption: caption lines under the query.
         title: a header line above the images (None: no header row).
@@ -242,7 +244,7 @@ def render_ranked_list(query_image: np.ndarray, gallery_images, matches, caption
         RGB `PIL.Image.Image`; cell positions are given by `cell_origin`.
     """
     gallery_images = list(gallery_images)
-    matches = [bool(m) for m in matches]
+    matches = [None if m is None else bool(m) for m in matches]
     if len(matches) != len(gallery_images):
         raise ValueError(f"matches has {len(matches)} entries for {len(gallery_images)} gallery "
                          "images")
@@ -261,7 +263,8 @@ def render_ranked_list(query_image: np.ndarray, gallery_images, matches, caption
     if header:
         draw.text(pen, (MARGIN, MARGIN - 2), title)
     cells = [(query_image, QUERY, query_caption)]
-    cells += [(g, CORRECT if ok else WRONG, c) for g, ok, c in zip(gallery_images, matches, captions)]
+    colours = [UNKNOWN if ok is None else CORRECT if ok else WRONG for ok in matches]
+    cells += list(zip(gallery_images, colours, captions))
     for position, (image, colour, lines) in enumerate(cells):
         x, y = cell_origin(position, w, header)
         canvas.paste(draw.framed(image, colour, FRAME), (x, y))
