@@ -24,7 +24,7 @@ Metrics use ``tfreid.metrics`` (NumPy only, no TensorFlow), Market protocol. Wri
 ``<out>/metrics_epoch{N}.json``.
 
 ``--bench-steps N`` instead times N bare train steps on random tensors (batch 32, after 3 warm-up
-steps) and exits: the PyTorch side of ``tools/benchmark_training.py``'s bare step.
+steps), then N inference passes, and exits: the PyTorch side of the bare-step benchmarks.
 """
 
 from __future__ import annotations
@@ -217,6 +217,16 @@ def main(argv=None) -> int:
         seconds = (time.perf_counter() - t0) / args.bench_steps
         print(f"torchreid {type(model).__name__} bare train step: {seconds:.3f} s/step, "
               f"{batch / seconds:.1f} img/s ({torch.get_num_threads()} threads)")
+        model.eval()
+        with torch.no_grad():
+            for _ in range(3):
+                model(images)
+            t0 = time.perf_counter()
+            for _ in range(args.bench_steps):
+                model(images)
+        seconds = (time.perf_counter() - t0) / args.bench_steps
+        print(f"torchreid {type(model).__name__} inference: {seconds:.3f} s/batch, "
+              f"{batch / seconds:.1f} img/s")
         return 0
     batching = (dict(batch_size=args.batch_size, shuffle=True, drop_last=True) if hacnn else
                 dict(batch_sampler=PKBatches([p for _, p, _ in train], args.p, args.k, args.seed)))

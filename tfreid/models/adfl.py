@@ -8,7 +8,7 @@ from tfreid.checks import check_input_shape
 from tfreid.layers.attention_arrangement import AttentionArrangement
 from tfreid.layers.batch_attention import BatchAttention
 from tfreid.layers.channel_self_attention import ChannelSelfAttention
-from tfreid.layers.conv_bn_relu import ConvBNReLU
+from tfreid.layers.conv_bn_relu import PYTORCH_INIT, ConvBNReLU
 from tfreid.layers.direct_channel_attention import DirectChannelAttention
 from tfreid.layers.direct_hyper_attention import DirectHyperAttention
 from tfreid.layers.direct_spatial_attention import DirectSpatialAttention
@@ -68,8 +68,8 @@ def _bnneck(x, num_classes, suffix):
     """BNNeck (Luo et al.): BN on the feature; the bias-free classifier sees the BN output."""
     bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"bnneck_{suffix}",
                                          dtype="float32")(x)
-    logits = keras.layers.Dense(num_classes, use_bias=False, name=f"classifier_{suffix}",
-                                dtype="float32")(bn)
+    logits = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=PYTORCH_INIT,
+                                name=f"classifier_{suffix}", dtype="float32")(bn)
     return bn, logits
 
 
@@ -189,7 +189,8 @@ def build_adfl(num_classes: int, input_shape=(384, 128, 3), attention: str | Non
     # precision); it is a few matrix-vector products per image.
     g = keras.layers.GlobalMaxPooling2D(name="global_pool", dtype="float32")(x)
     if bottleneck_dim is not None:
-        g = keras.layers.Dense(bottleneck_dim, name="bottleneck", dtype="float32")(g)
+        g = keras.layers.Dense(bottleneck_dim, kernel_initializer=PYTORCH_INIT, name="bottleneck",
+                               dtype="float32")(g)
     outputs["features/global"] = g
     embedding, outputs["logits/global"] = _bnneck(g, num_classes, "global")
 

@@ -22,6 +22,10 @@ STAGE_BLOCKS = {1: 3, 2: 4, 3: 6, 4: 3}
 STAGE_OUTPUTS = {s: f"conv{s + 1}_block{n}_out" for s, n in STAGE_BLOCKS.items()}
 BN_EPSILON = 1.001e-5  # keras.applications' value, so ImageNet statistics behave as trained
 BN_MOMENTUM = 0.9  # PyTorch's 0.1: moving statistics settle within a short fine-tuning run
+# torchvision's / torchreid's ResNet conv init, kaiming_normal_(mode="fan_out"): from scratch under
+# Adam it trains like the PyTorch reference (docs/hacnn_real_data.md, ResNet-50 A/B).
+RESNET_CONV_INIT = {"class_name": "VarianceScaling",
+                    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
 
 # The BN closing a bottleneck's residual branch, in Keras's names or a prefixed copy
 # ("conv4_block6_3_bn", "part3_conv5_block1_3_bn").
@@ -37,7 +41,7 @@ def _check_width(base_width):
 
 def _conv_bn(x, filters, kernel, stride, name, padding="valid"):
     x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding,
-                            kernel_initializer="he_normal", name=f"{name}_conv")(x)
+                            kernel_initializer=RESNET_CONV_INIT, name=f"{name}_conv")(x)
     return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
 
 
