@@ -2,7 +2,7 @@
 
 Writes the run directory (`tfreid.runs`): `config.yaml`, `run.json`, `checkpoints/`, `logs/`,
 `metrics_init.json` (the random-initialisation reference), `metrics.json`, `bad_images.txt`
-(only when images were skipped) and the SavedModel export.
+(only when images were skipped) and the SavedModel export in `export/`.
 """
 
 from __future__ import annotations
@@ -168,12 +168,13 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
     print(evaluator.format_table(rows))
 
     if cfg.export.enabled:
+        from tfreid.export.run_export import export_metadata
         from tfreid.export.savedmodel import export_savedmodel
 
+        # Into the run directory: publishing to a serving root is explicit (tfreid.export --to).
         path = export_savedmodel(
-            embedding_model(trainer.model), cfg.export.root, cfg.model.name, image_size,
-            metadata={"distance": cfg.eval.metric, "dataset": cfg.data.dataset,
-                      "run_dir": str(run_dir), "metrics": {k: metrics[k] for k in METRIC_KEYS}})
+            embedding_model(trainer.model), files.export_root, cfg.model.name, image_size,
+            metadata=export_metadata(cfg, files, files.latest_checkpoint(), metrics))
         metrics["export"] = str(path)
         files.write_metrics(metrics)
         print(f"exported SavedModel: {path}")
