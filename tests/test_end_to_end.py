@@ -127,6 +127,16 @@ def test_evaluate_cli_reproduces_final_metrics(tiny_run, tmp_path, capsys):
     assert result["rank1"] == pytest.approx(final["rank1"], abs=1e-6)
 
 
+def test_evaluate_progress_and_quiet(tiny_run, capsys):
+    run = str(tiny_run / "run")
+    assert evaluate.main(["--run", run]) == 0
+    out = capsys.readouterr().out
+    assert "embedding query: " in out and "embedding gallery: " in out
+    assert not {"\x1b", "\b", "\r"} & set(out)
+    assert evaluate.main(["--run", run, "--quiet"]) == 0
+    assert "embedding" not in capsys.readouterr().out
+
+
 def test_evaluate_cli_bad_run(tmp_path, capsys):
     assert evaluate.main(["--run", str(tmp_path)]) == 2
     assert "a tfreid run directory" in capsys.readouterr().err
@@ -137,6 +147,9 @@ def test_resume_continues_from_the_last_checkpoint(tiny_run, tiny_data, capsys):
     argv = ["--model", "hacnn", "--resume", "--output", str(run), "--max-steps", "5",
             "--no-export", *TINY]
     assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"run directory: {run}") == 2  # at the start and at the end
+    assert "Epoch 2/" in out and not {"\x1b", "\b", "\r"} & set(out)  # plain lines in a file
     assert (run / "checkpoints" / "ckpt-5.index").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 5

@@ -27,8 +27,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("default" in text or action.required or action.default in (None, False, True)
-                or action.default is argparse.SUPPRESS or action.option_strings == []):
+        if ("default" in text or action.required or action.option_strings == []
+                or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))):
             return text
         return f"{text} (default: %(default)s)"
 

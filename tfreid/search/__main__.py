@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+from tfreid.cli import add_quiet, quiet_tensorflow
+
 DATASETS = ("market1501", "dukemtmcreid", "cuhk03", "synthetic", "msmt17")  # images.NAME_PATTERNS
 
 
@@ -51,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
                        help="an unreadable image stops the command naming it (error), or is "
                             "left out with a warning listing it (skip) (default %(default)s)")
-        p.add_argument("--quiet", action="store_true",
-                       help="no progress bars or status lines (default: shown)")
+        add_quiet(p)
 
     index = sub.add_parser("index", help="embed a folder of images into an index",
                            description="Embed every image of --images and write an index folder.")
@@ -156,7 +157,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up logs
+    quiet_tensorflow()  # TF's C++ start-up logs and retracing warnings
     try:
         return run(args)
     except (ValueError, ImportError, OSError) as err:
