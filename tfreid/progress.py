@@ -49,7 +49,8 @@ class Progress:
     def _line(self, values: dict) -> str:
         elapsed = time.perf_counter() - self._start
         parts = [f"{self.label}: " if self.label else "",
-                 f"{self.done}/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)",
+                 f"{self.done}/{self.total} {self.unit}{'es' if self.unit.endswith('ch') else 's'} "
+                 f"({100 * self.done / self.total:.0f}%)",
                  f", {elapsed:.0f} s"]
         if 0 < self.done < self.total:
             parts.append(f", ~{elapsed * (self.total - self.done) / self.done:.0f} s left")
