@@ -36,7 +36,8 @@ class HelpFormatter(argparse.HelpFormatter):
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     """The `--quiet` flag every command has."""
     parser.add_argument("--quiet", "-q", action="store_true",
-                        help="print results and errors only: no progress bars or status lines")
+                        help="print results and errors only: no progress bars or status lines "
+                             "(default: off)")
 
 
 def error(err: BaseException | str) -> int:

@@ -133,6 +133,7 @@ def run(args) -> int:
 
     progress = not args.quiet
     if args.command == "index":
+        quiet_tensorflow()
         index = build_index(args.model, args.images, args.out, dataset=args.dataset,
                             batch_size=args.batch_size, on_bad_image=args.on_bad_image,
                             overwrite=args.overwrite, progress=progress)
@@ -141,7 +142,8 @@ def run(args) -> int:
                   f"{index.meta['model']['name']} {index.meta['model']['version']}")
         print(index.path)
         return 0
-    index = GalleryIndex.load(args.index)
+    index = GalleryIndex.load(args.index)  # a bad --index fails before TensorFlow loads
+    quiet_tensorflow()
     result = index.query(args.images, args.topk, model=args.model, backend=args.backend,
                          approx=args.approx, rerank=args.rerank, rerank_depth=args.rerank_depth,
                          nlist=args.nlist, nprobe=args.nprobe, recall_sample=args.recall_sample,
@@ -157,7 +159,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    quiet_tensorflow()  # TF's C++ start-up logs and retracing warnings
     try:
         return run(args)
     except (ValueError, ImportError, OSError) as err:
