@@ -2,6 +2,7 @@
 re-evaluation and resume — the run-directory and export contracts."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -30,12 +31,27 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data, tmp_path_factory):
+    """Trains 3 steps from inside an empty working directory (`out/cwd`)."""
     out = tmp_path_factory.mktemp("run")
     argv = ["--model", "hacnn", "--dataset", "market1501", "--data-root", str(tiny_data),
-            "--output", str(out / "run"), "--max-steps", "3",
-            "--set", f"export.root={out / 'saved_models'}", *TINY]
-    assert train.main(argv) == 0
+            "--output", str(out / "run"), "--max-steps", "3", *TINY]
+    cwd = pathlib.Path.cwd()
+    (out / "cwd").mkdir()
+    os.chdir(out / "cwd")
+    try:
+        assert train.main(argv) == 0
+    finally:
+        os.chdir(cwd)
     return out
+
+
+def test_training_exports_into_its_run_directory_only(tiny_run):
+    """Publishing is explicit: a training run never writes ./saved_models (a TF Serving instance
+    watching it would serve a test run as the latest version)."""
+    assert not any((tiny_run / "cwd").iterdir())
+    export = tiny_run / "run" / "export" / "hacnn" / "1"
+    assert (export / "saved_model.pb").is_file()
+    assert json.loads((tiny_run / "run" / "metrics.json").read_text())["export"] == str(export)
 
 
 def test_run_directory_contract(tiny_run):
@@ -54,7 +70,7 @@ def test_run_directory_contract(tiny_run):
 
 def test_savedmodel_matches_keras_in_a_fresh_process(tiny_run, tiny_data):
     """The export (0..255 RGB in, preprocessing in-graph) gives the checkpoint's embeddings."""
-    export = tiny_run / "saved_models" / "hacnn" / "1"
+    export = tiny_run / "run" / "export" / "hacnn" / "1"
     assert (export / "saved_model.pb").is_file()
     info = json.loads((export / "assets" / "tfreid.json").read_text())
     assert info["input_size"] == [160, 64] and info["embedding_size"] == 1024
@@ -111,6 +127,16 @@ def test_evaluate_cli_reproduces_final_metrics(tiny_run, tmp_path, capsys):
     assert result["rank1"] == pytest.approx(final["rank1"], abs=1e-6)
 
 
+def test_evaluate_progress_and_quiet(tiny_run, capsys):
+    run = str(tiny_run / "run")
+    assert evaluate.main(["--run", run]) == 0
+    out = capsys.readouterr().out
+    assert "embedding query: " in out and "embedding gallery: " in out
+    assert not {"\x1b", "\b", "\r"} & set(out)
+    assert evaluate.main(["--run", run, "--quiet"]) == 0
+    assert "embedding" not in capsys.readouterr().out
+
+
 def test_evaluate_cli_bad_run(tmp_path, capsys):
     assert evaluate.main(["--run", str(tmp_path)]) == 2
     assert "a tfreid run directory" in capsys.readouterr().err
@@ -121,6 +147,9 @@ def test_resume_continues_from_the_last_checkpoint(tiny_run, tiny_data, capsys):
     argv = ["--model", "hacnn", "--resume", "--output", str(run), "--max-steps", "5",
             "--no-export", *TINY]
     assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"run directory: {run}") == 2  # at the start and at the end
+    assert "Epoch 2/" in out and not {"\x1b", "\b", "\r"} & set(out)  # plain lines in a file
     assert (run / "checkpoints" / "ckpt-5.index").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 5

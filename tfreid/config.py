@@ -109,8 +109,9 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class ExportConfig:
+    # The SavedModel goes into the run directory (RUN/export/); publishing to a serving root
+    # is a separate, explicit step (python -m tfreid.export --run RUN --to ROOT).
     enabled: bool = True
-    root: str = "saved_models"
 
 
 @dataclasses.dataclass

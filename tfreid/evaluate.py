@@ -11,25 +11,35 @@ import json
 import os
 import sys
 
+from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tfreid.evaluate",
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tfreid.evaluate", formatter_class=HelpFormatter,
                                      description="Evaluate a trained tfreid run.")
     parser.add_argument("--run", required=True, help="run directory from python -m tfreid.train")
     parser.add_argument("--checkpoint", help="checkpoint prefix (default: the latest)")
     parser.add_argument("--dataset", help="dataset to evaluate on (default: the run's)")
-    parser.add_argument("--data-root", help="dataset folder")
+    parser.add_argument("--data-root", help="dataset folder (default: the run's)")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="average image + mirror features (default: the run's eval.flip)")
-    parser.add_argument("--metric", choices=("euclidean", "sqeuclidean", "cosine"))
-    parser.add_argument("--batch-size", type=int, help="images per forward pass")
-    parser.add_argument("--output", help="write the metrics JSON here")
-    return parser.parse_args(argv)
+    parser.add_argument("--metric", choices=("euclidean", "sqeuclidean", "cosine"),
+                        help="distance (default: the run's eval.metric)")
+    parser.add_argument("--batch-size", type=int,
+                        help="images per forward pass (default: the run's data.eval_batch_size)")
+    parser.add_argument("--output", help="write the metrics JSON here (default: print only)")
+    add_quiet(parser)
+    return parser
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_tensorflow()
     from tfreid.data import build_dataset
     from tfreid.engine import evaluator
     from tfreid.models import embedding_model
@@ -46,16 +56,14 @@ def main(argv=None) -> int:
             root, kwargs = args.data_root or cfg.data.root, cfg.data.kwargs
         dataset = _load_dataset(build_dataset, name, root, kwargs)
     except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("TFREID_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error(err)
     flip = cfg.eval.flip if args.flip is None else args.flip
     result = evaluator.evaluate(
         embedding_model(model), dataset, (cfg.data.height, cfg.data.width),
         metric=args.metric or cfg.eval.metric, rerank=args.rerank, flip=flip,
         max_rank=cfg.eval.max_rank, protocol=cfg.eval.protocol,
-        batch_size=args.batch_size or cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image)
+        batch_size=args.batch_size or cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image,
+        progress=not args.quiet)
     result.update(checkpoint=checkpoint, dataset=name, data_root=root, rerank=args.rerank, flip=flip)
     print(f"{cfg.model.name} ({checkpoint}) on {name}:")
     print(evaluator.format_table({"result": result}))

@@ -213,7 +213,8 @@ class FeatureExtractor:
 
 
 def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bool = False,
-                     on_bad_image: str = "error", report=None) -> np.ndarray:
+                     on_bad_image: str = "error", report=None,
+                     progress: str | None = None) -> np.ndarray:
     """Embed `samples` in order with an images -> embedding model, batched.
 
     Args:
@@ -226,11 +227,13 @@ def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bo
         on_bad_image: `"error"` or `"skip"` as in the pipeline (a skipped image keeps its row,
             embedded from a placeholder; its path is recorded in `report`).
         report: the `tfreid.data.pipeline.BadImageReport` to fill.
+        progress: show a progress bar with this label (None: silent).
 
     Returns:
         float32 array `[len(samples), D]`.
     """
     from tfreid.data.pipeline import build_eval_dataset
+    from tfreid.progress import Progress
 
     height, width = (int(v) for v in image_size)
 
@@ -245,7 +248,13 @@ def extract_features(embed, samples, image_size, batch_size: int = 128, flip: bo
 
     dataset = build_eval_dataset(samples, image_size=tuple(image_size), batch_size=batch_size,
                                  on_bad_image=on_bad_image, report=report)
-    chunks = [forward(images).numpy() for images in dataset]
+    bar = Progress(-(-len(samples) // batch_size), progress or "", unit="batch",
+                   quiet=progress is None)
+    chunks = []
+    for images in dataset:
+        chunks.append(forward(images).numpy())
+        bar.update(len(chunks))
+    bar.close()
     if not chunks:
         raise ValueError("no images to embed (empty split)")
     return np.concatenate(chunks, axis=0)

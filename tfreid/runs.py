@@ -12,6 +12,9 @@ Layout::
     RUN/metrics_init.json    evaluation of the randomly initialised network
     RUN/metrics.json         final evaluation and training summary
     RUN/bad_images.txt       image files skipped while training (`on_bad_image: skip`), if any
+    RUN/export/<model>/1/    the SavedModel written at the end of training (TF Serving layout;
+                             `python -m tfreid.export --run RUN` adds versions and formats here,
+                             `--to ROOT` publishes into a serving root instead)
 
 TensorFlow and the model registry are imported only by the methods that need them, so reading
 metrics and scalars stays light.
@@ -31,7 +34,7 @@ import pathlib
 
 from tfreid import config as config_lib
 
-__all__ = ["BAD_IMAGES_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "INFO_FILE", "LOGS_DIR",
+__all__ = ["BAD_IMAGES_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "EXPORT_DIR", "INFO_FILE", "LOGS_DIR",
            "METRICS_FILE", "METRICS_INIT_FILE", "SCALARS_FILE", "RunDir", "load_run",
            "model_variables", "read_scalars", "scalar_line"]
 
@@ -43,6 +46,7 @@ SCALARS_FILE = "scalars.jsonl"
 METRICS_FILE = "metrics.json"
 METRICS_INIT_FILE = "metrics_init.json"
 BAD_IMAGES_FILE = "bad_images.txt"
+EXPORT_DIR = "export"
 
 
 def model_variables(model) -> dict:
@@ -121,6 +125,21 @@ class RunDir:
     @property
     def logs(self) -> pathlib.Path:
         return self.path / LOGS_DIR
+
+    @property
+    def export_root(self) -> pathlib.Path:
+        """Export root inside the run (``export/``): what training and `tfreid.export` write
+        unless told to publish elsewhere."""
+        return self.path / EXPORT_DIR
+
+    def relative(self, path) -> str:
+        """`path` relative to the run directory when it lies inside it, else its file name: what
+        export metadata records instead of the build machine's absolute paths."""
+        path = pathlib.Path(path)
+        try:
+            return path.resolve().relative_to(self.path.resolve()).as_posix()
+        except ValueError:
+            return path.name
 
     # ------------------------------------------------------------------ writing
     @classmethod

@@ -9,42 +9,60 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import sys
 
 from tfreid import config as config_lib
+from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tfreid.train", description="Train a ReID model end to end.")
-    parser.add_argument("--model", help="model name (see tfreid.models.available_models())")
-    parser.add_argument("--config", help="YAML recipe, e.g. configs/hacnn_market1501.yaml")
+        prog="python -m tfreid.train", description="Train a ReID model end to end.",
+        formatter_class=HelpFormatter,
+        epilog="Flags without a stated default take the recipe's value: the model's default "
+               "recipe (tfreid/recipes/<model>.yaml) < --config < flags < --set.")
+    parser.add_argument("--model", help="model name: hacnn, ccan, can, adfl, aanet, baseline "
+                                        "(default: the --config file's)")
+    parser.add_argument("--config", help="YAML recipe, e.g. configs/hacnn_market1501.yaml "
+                                         "(default: the model's default recipe)")
     parser.add_argument("--dataset", help="dataset name (default: synthetic)")
-    parser.add_argument("--data-root", help="dataset folder")
+    parser.add_argument("--data-root", help="dataset folder (default: the synthetic set's cache)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=1e-3")
+                        metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=1e-3; "
+                                                  "repeatable (default: none)")
     parser.add_argument("--output", help="run directory (default: runs/<model>-<dataset>-<time>)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
+    parser.add_argument("--max-steps", type=int,
+                        help="stop after this many steps (default: the recipe's, usually none)")
     parser.add_argument("--replicas", type=int,
-                        help="replicas; on a CPU-only machine N splits the CPU into N devices")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: at the end)")
+                        help="replicas; on a CPU-only machine N splits the CPU into N devices "
+                             "(default: all GPUs, or 1 CPU device)")
+    parser.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+    parser.add_argument("--eval-every", type=int,
+                        help="evaluate every N epochs and print the table; 0: at the end only "
+                             "(default: the recipe's)")
     parser.add_argument("--sync-bn", action="store_true", help="synchronized BatchNorm")
     parser.add_argument("--jit", action="store_true", help="XLA-compile the train step")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 + loss scaling on GPU, mixed_bfloat16 on CPU")
     parser.add_argument("--worker-hosts", metavar="HOST:PORT,HOST:PORT",
                         help="multi-worker training: all workers' addresses, same order on "
-                             "every worker (worker 0 is the chief); or set TF_CONFIG instead")
-    parser.add_argument("--task-index", type=int, help="this worker's position in --worker-hosts")
+                             "every worker (worker 0 is the chief); or set TF_CONFIG instead "
+                             "(default: one machine)")
+    parser.add_argument("--task-index", type=int, help="this worker's position in --worker-hosts (default: TF_CONFIG's)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output (or the latest matching run)")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
-    parser.add_argument("--backbone-weights", help="local ImageNet weights file for the backbone")
-    return parser.parse_args(argv)
+    parser.add_argument("--backbone-weights",
+                        help="local ImageNet weights file for the backbone (default: the "
+                             "recipe's, usually none)")
+    add_quiet(parser)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _flags(args) -> dict:
@@ -124,24 +142,24 @@ def prepare(args):
     return cfg, dataset, run_dir
 
 
-def train(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
+def train(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool = False) -> dict:
     """Train, evaluate and export as `cfg` says; returns the final metrics dict."""
     from tfreid.engine import session
 
-    return session.run(cfg, dataset, run_dir, resume=resume)
+    return session.run(cfg, dataset, run_dir, resume=resume, quiet=quiet)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    debug = bool(os.environ.get("TFREID_DEBUG"))
+    quiet_tensorflow()
     try:
         cfg, dataset, run_dir = prepare(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    metrics = train(cfg, dataset, run_dir, resume=args.resume)
+        return error(err)
+    if not args.quiet:
+        print(f"run directory: {run_dir}", flush=True)
+    metrics = train(cfg, dataset, run_dir, resume=args.resume, quiet=args.quiet)
+    print(f"run directory: {run_dir}")
     if metrics.get("stopped_early"):
         print(f"stopped early ({metrics['stopped_early']}) at step {metrics['steps']}; "
               f"continue with: python -m tfreid.train --resume --output {run_dir}")

@@ -102,4 +102,5 @@ def test_module_entry_point(problem_root):
                            "--data-root", str(problem_root)], capture_output=True, text=True, env=env,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert proc.returncode == 1, proc.stderr
-    assert "UNREADABLE files (2)" in proc.stdout and "decoded 11/11 images (100%)" in proc.stderr
+    assert "UNREADABLE files (2)" in proc.stdout
+    assert "decoding: 11/11 images (100%)" in proc.stderr and "\r" not in proc.stderr

@@ -1,6 +1,7 @@
 """`python -m tfreid.export`: TF Serving layout, signatures, fresh-process loading, bad input."""
 
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -143,3 +144,66 @@ def test_corrupt_checkpoint(tiny_run, tmp_path, capsys):
     assert main(["--run", str(run), "--format", "keras", "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "cannot restore checkpoint" in err and "ckpt-1" in err
+
+
+def test_help_does_not_import_tensorflow():
+    """`--help` answers at once: neither TensorFlow nor Keras is imported."""
+    script = ("import sys, runpy\nsys.argv = ['tfreid.export', '--help']\n"
+              "try:\n    runpy.run_module('tfreid.export', run_name='__main__')\n"
+              "except SystemExit:\n    pass\n"
+              "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "--to ROOT" in proc.stdout and "(default: 128)" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@pytest.mark.slow  # shares the session export (~60 s once)
+def test_metadata_has_no_absolute_paths(exports, tiny_run):
+    """tfreid.json and the sidecars travel to other machines: no path of the build machine."""
+    files = [exports["savedmodel"] / "assets" / "tfreid.json",
+             *exports["root"].glob("*-tflite/1/*.json"), *exports["root"].glob("*-keras/1/*.json")]
+    assert len(files) == 6
+    for path in files:
+        info = json.loads(path.read_text())
+        assert info["run"] == tiny_run.name and info["checkpoint"] == "checkpoints/ckpt-1"
+        for text in _strings(info):
+            assert not text.startswith("/") and str(tiny_run.parent) not in text, (path, text)
+
+
+@pytest.mark.slow  # two SavedModel exports of the tiny run (~30 s)
+def test_publish_is_atomic_and_adds_the_next_version(tiny_run, tmp_path, monkeypatch, capsys):
+    import types
+
+    from tfreid.export import savedmodel
+
+    root = tmp_path / "serving"
+    for version in ("1", "2"):  # versions already served
+        (root / "hacnn" / version).mkdir(parents=True)
+
+    def disk_full(*args, **kwargs):  # after the graph and weights are written, before the assets
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(savedmodel, "json", types.SimpleNamespace(dumps=disk_full))
+        with pytest.raises(OSError, match="No space left"):
+            main(["--run", str(tiny_run), "--to", str(root), "--quiet"])
+    assert sorted(p.name for p in (root / "hacnn").iterdir()) == ["1", "2"]  # nothing partial
+
+    capsys.readouterr()
+    assert main(["--run", str(tiny_run), "--to", str(root), "--quiet"]) == 0
+    assert sorted(p.name for p in (root / "hacnn").iterdir()) == ["1", "2", "3"]
+    assert (root / "hacnn" / "3" / "saved_model.pb").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert out.strip() == f"savedmodel: {root / 'hacnn' / '3'}"  # --quiet: the result only
+    assert not (tiny_run / "export").exists()  # --to publishes; the run's folder is untouched

@@ -21,8 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from tfreid.cli import HelpFormatter, add_quiet
 from tfreid.data.datasets import available_datasets, build_dataset
 from tfreid.data.datasets.base import ReIDDataset
+from tfreid.progress import Progress
 
 SPLITS = ("train", "query", "gallery")
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -107,7 +109,7 @@ def check_dataset(dataset: ReIDDataset, workers: int | None = None, min_side: in
         workers: decoding threads (default: 2 x CPU count, at most 16); Pillow releases the GIL
             while decoding.
         min_side: images with width or height below this are reported as tiny.
-        progress: print a progress line on stderr.
+        progress: show a progress bar on stderr.
 
     Returns:
         `CheckReport`.
@@ -130,15 +132,13 @@ def check_dataset(dataset: ReIDDataset, workers: int | None = None, min_side: in
     paths = sorted({s.path for split in SPLITS for s in getattr(dataset, split)})
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     results = []
-    start = last = time.perf_counter()
+    start = time.perf_counter()
+    bar = Progress(len(paths), "decoding", unit="image", quiet=not progress, stream=sys.stderr)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for i, res in enumerate(pool.map(lambda p: inspect_image(p, min_side), paths), 1):
             results.append(res)
-            now = time.perf_counter()
-            if progress and (now - last > 1.0 or i == len(paths)):
-                last = now
-                print(f"\rdecoded {i}/{len(paths)} images ({100 * i / max(len(paths), 1):.0f}%)",
-                      end="\n" if i == len(paths) else "", file=sys.stderr, flush=True)
+            if i % 64 == 0 or i == len(paths):
+                bar.update(i)
     sizes, modes, formats = collections.Counter(), collections.Counter(), collections.Counter()
     unreadable, odd = [], []
     for path, (size, fmt, mode, error, reasons) in zip(paths, results):
@@ -198,25 +198,35 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    """Command-line entry point; returns the exit code (1 if any file is unreadable)."""
-    parser = argparse.ArgumentParser(prog="python -m tfreid.data.check", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tfreid.data.check", formatter_class=HelpFormatter,
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(available_datasets())}")
-    parser.add_argument("--data-root", default=None, help="dataset folder (or CSV file for 'csv')")
+    parser.add_argument("--data-root", default=None,
+                        help="dataset folder (or CSV file for 'csv') (default: the synthetic "
+                             "set's cache; required for the others)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="KEY=VALUE", help="loader options, e.g. --set labeled=false split_id=0")
-    parser.add_argument("--workers", type=int, default=None, help="decoding threads")
+                        metavar="KEY=VALUE",
+                        help="loader options, e.g. --set labeled=false split_id=0 (default: none)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding threads (default: 2 x CPUs, at most 16)")
     parser.add_argument("--min-side", type=int, default=16, help="report images smaller than this")
     parser.add_argument("--max-list", type=int, default=100, help="odd files listed at most")
-    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
-    args = parser.parse_args(argv)
+    add_quiet(parser)
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit code (1 if any file is unreadable)."""
+    args = build_parser().parse_args(argv)
     try:
         dataset = build_dataset(args.dataset, args.data_root, **parse_overrides(args.overrides))
     except (ValueError, FileNotFoundError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report = check_dataset(dataset, workers=args.workers, min_side=args.min_side,
-                           progress=not args.no_progress)
+                           progress=not args.quiet)
     print(format_report(report, max_list=args.max_list))
     return 0 if report.ok else 1
 

@@ -13,8 +13,9 @@ from tfreid.inference import extract_features
 
 def evaluate(embed, dataset, image_size, *, metric: str = "euclidean", rerank: bool = False,
              flip: bool = False, max_rank: int = 50, protocol: str = "market",
-             batch_size: int = 128, on_bad_image: str = "error") -> dict:
-    """Query/gallery retrieval metrics of `embed` on `dataset` (a `ReIDDataset`).
+             batch_size: int = 128, on_bad_image: str = "error", progress: bool = False) -> dict:
+    """Query/gallery retrieval metrics of `embed` on `dataset` (a `ReIDDataset`); `progress`
+    shows a progress bar while each split is embedded.
 
     Returns a dict with `mAP`, `rank1`, `rank5`, `rank10`, `mINP` (fractions in [0, 1]),
     `num_query`, `num_gallery`, `num_valid_queries` and `seconds`.
@@ -22,8 +23,10 @@ def evaluate(embed, dataset, image_size, *, metric: str = "euclidean", rerank: b
     start = time.perf_counter()
     report = BadImageReport()
     query, gallery = dataset.query, dataset.gallery
-    qf = extract_features(embed, query, image_size, batch_size, flip, on_bad_image, report)
-    gf = extract_features(embed, gallery, image_size, batch_size, flip, on_bad_image, report)
+    qf = extract_features(embed, query, image_size, batch_size, flip, on_bad_image, report,
+                          progress="embedding query" if progress else None)
+    gf = extract_features(embed, gallery, image_size, batch_size, flip, on_bad_image, report,
+                          progress="embedding gallery" if progress else None)
     if report.count:  # on_bad_image="skip": leave unreadable images out of the ranking
         bad = set(report.paths)
         print(f"warning: {report.count} unreadable images left out of the evaluation: "

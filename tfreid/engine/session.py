@@ -2,7 +2,7 @@
 
 Writes the run directory (`tfreid.runs`): `config.yaml`, `run.json`, `checkpoints/`, `logs/`,
 `metrics_init.json` (the random-initialisation reference), `metrics.json`, `bad_images.txt`
-(only when images were skipped) and the SavedModel export.
+(only when images were skipped) and the SavedModel export in `export/`.
 """
 
 from __future__ import annotations
@@ -83,17 +83,19 @@ def augment_config(cfg) -> AugmentConfig:
                          random_erasing=d.random_erasing, color_jitter=d.color_jitter)
 
 
-def evaluate_model(model, dataset, cfg) -> dict:
+def evaluate_model(model, dataset, cfg, progress: bool = False) -> dict:
     return evaluator.evaluate(
         embedding_model(model), dataset, (cfg.data.height, cfg.data.width),
         metric=cfg.eval.metric, rerank=cfg.eval.rerank, flip=cfg.eval.flip,
         max_rank=cfg.eval.max_rank, protocol=cfg.eval.protocol,
-        batch_size=cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image)
+        batch_size=cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image,
+        progress=progress)
 
 
-def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
+def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool = False) -> dict:
     """Trains/evaluates/exports one run. In multi-worker training only the chief writes files
-    and evaluates; the other workers return ``{"steps", "epoch", ..., "is_chief": False}``."""
+    and evaluates; the other workers return ``{"steps", "epoch", ..., "is_chief": False}``.
+    `quiet` hides the progress bars and status lines (results are still printed)."""
     strategy = setup_runtime(cfg)
     chief = worker_info(strategy).is_chief
     files = RunDir.create(run_dir, cfg, dataset.num_train_pids) if chief else RunDir(run_dir)
@@ -112,6 +114,14 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         check_loss_outputs(cfg, model)  # before any evaluation or training step
         return model
 
+    def evaluate_during_training(model):
+        metrics = evaluate_model(model, dataset, cfg, progress=not quiet)
+        step = int(trainer.step.numpy())
+        if step < total_steps:  # the final evaluation is printed with the summary below
+            print(f"evaluation at step {step} (epoch {step / steps_per_epoch:g}):")
+            print(evaluator.format_table({"current": metrics}), flush=True)
+        return metrics
+
     with strategy.scope():  # stateful losses (center loss) create mirrored variables
         loss_terms = build_loss_terms(cfg, dataset.num_train_pids)
     trainer = Trainer(
@@ -122,14 +132,16 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
         checkpoint_every=cfg.train.checkpoint_every, keep_checkpoints=cfg.train.keep_checkpoints,
         log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
-        evaluate_fn=lambda model: evaluate_model(model, dataset, cfg),
+        evaluate_fn=evaluate_during_training, progress=not quiet,
         jit_compile=cfg.train.jit, sync_bn=cfg.train.sync_bn,
         epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs))
     start_step = trainer.restore() if resume else 0
 
     if chief and cfg.train.eval_at_start and start_step == 0 and not files.has_metrics(init=True):
-        print("Evaluating the randomly initialised network for reference ...")
-        files.write_metrics(evaluate_model(trainer.model, dataset, cfg), init=True)
+        if not quiet:
+            print("Evaluating the randomly initialised network for reference ...")
+        files.write_metrics(evaluate_model(trainer.model, dataset, cfg, progress=not quiet),
+                            init=True)
 
     bad_images = BadImageReport()
 
@@ -153,7 +165,7 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         return {**summary, "is_chief": False}
 
     # The trainer evaluates at the end of fit (and logs it to TensorBoard); reuse that result.
-    final = result.eval_metrics or evaluate_model(trainer.model, dataset, cfg)
+    final = result.eval_metrics or evaluate_model(trainer.model, dataset, cfg, progress=not quiet)
     metrics = {**{k: final[k] for k in METRIC_KEYS}, **summary,
                "num_query": final["num_query"], "num_gallery": final["num_gallery"],
                "losses": result.losses}
@@ -168,12 +180,13 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
     print(evaluator.format_table(rows))
 
     if cfg.export.enabled:
+        from tfreid.export.run_export import export_metadata
         from tfreid.export.savedmodel import export_savedmodel
 
+        # Into the run directory: publishing to a serving root is explicit (tfreid.export --to).
         path = export_savedmodel(
-            embedding_model(trainer.model), cfg.export.root, cfg.model.name, image_size,
-            metadata={"distance": cfg.eval.metric, "dataset": cfg.data.dataset,
-                      "run_dir": str(run_dir), "metrics": {k: metrics[k] for k in METRIC_KEYS}})
+            embedding_model(trainer.model), files.export_root, cfg.model.name, image_size,
+            metadata=export_metadata(cfg, files, files.latest_checkpoint(), metrics))
         metrics["export"] = str(path)
         files.write_metrics(metrics)
         print(f"exported SavedModel: {path}")

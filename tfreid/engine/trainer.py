@@ -43,6 +43,7 @@ from tfreid.engine.malloc import keep_tensor_memory
 from tfreid.engine.strategy import enable_sync_batchnorm, worker_info
 from tfreid.engine.signals import StopSignals
 from tfreid.engine.summaries import NullLogger, RunningStats, ScalarLogger
+from tfreid.progress import Progress
 
 __all__ = ["LossTerm", "TrainResult", "Trainer"]
 
@@ -135,7 +136,7 @@ class Trainer:
         evaluate_fn: ``evaluate_fn(model) -> dict`` of metrics; scalars logged as ``eval/<key>``.
         jit_compile: XLA-compile the per-replica step.
         sync_bn: switch every BatchNormalization layer to synchronized statistics.
-        progress: show a ``keras.utils.Progbar`` per epoch (chief only).
+        progress: show a `tfreid.progress.Progress` bar per epoch (chief only).
         loss_scaling: ``"auto"`` wraps the optimizer in ``keras.optimizers.LossScaleOptimizer``
             when the global dtype policy is ``mixed_float16`` (float16 gradients underflow
             without it; bfloat16 has float32's exponent range and needs none); True/False force
@@ -381,7 +382,7 @@ class Trainer:
                 self._check_finite(step, losses)
                 if progbar is not None:
                     progbar.update(step - epoch * self.steps_per_epoch,
-                                   values=list(zip(self._display_names(), losses.tolist())))
+                                   **dict(zip(self._display_names(), losses.tolist())))
                 if step % self.log_every == 0:
                     logger.log(step, self._window_scalars(run))
                 epoch_end = step % self.steps_per_epoch == 0
@@ -390,8 +391,8 @@ class Trainer:
                 if (epoch_end and self.eval_every and evaluating
                         and (step // self.steps_per_epoch) % self.eval_every == 0):
                     eval_metrics, evaluated_at = self._evaluate(logger, step), step
-            if progbar is not None and step % self.steps_per_epoch:
-                print()  # the bar of an interrupted epoch does not end its line itself
+            if progbar is not None:
+                progbar.close()  # the bar of an interrupted epoch does not end its line itself
             if run.window_steps:  # the last, partial log window
                 logger.log(step, self._window_scalars(run))
             self._ckpt.save()
@@ -450,8 +451,8 @@ class Trainer:
     def _progbar(self, epoch, pos):
         if not self.progress:
             return None
-        print(f"Epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}")
-        bar = keras.utils.Progbar(self.steps_per_epoch, unit_name="step")
+        bar = Progress(self.steps_per_epoch, unit="step",
+                       label=f"Epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}")
         if pos:
             bar.update(pos)
         return bar

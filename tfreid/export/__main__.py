@@ -1,47 +1,60 @@
-"""`python -m tfreid.export`: re-export any checkpoint of a training run for deployment.
+"""`python -m tfreid.export`: export a training run for deployment, or publish it to a serving root.
 
-    python -m tfreid.export --run RUN_DIR [--checkpoint PATH] --format savedmodel|tflite|keras|all
-        [--quantize none|float16|dynamic|int8|all ...] [--output saved_models] [--version N]
-        [--calibration-images 128]
+    python -m tfreid.export --run RUN [--to ROOT] [--format savedmodel|tflite|keras|all]
+        [--quantize none|float16|dynamic|int8|all ...] [--version N] [--checkpoint PATH]
+        [--calibration-images 128] [--quiet]
 
-Writes under `--output` as `tfreid.export.run_export.export_run` lays it out: the SavedModel in
-`<output>/<model>/<version>/`, TFLite and `.keras` files in the sibling folders `<model>-tflite/`
-and `<model>-keras/`; one version number for all, the next free one by default, never an
-existing one. `--quantize` applies to TFLite (repeatable, or `all`); default `none` for
-`--format tflite` and all four variants for `--format all`. int8 calibrates on
-`--calibration-images` training images of the run's dataset (config.yaml).
+Without `--to`, writes into the run's own `export/` folder (where training put its SavedModel).
+With `--to ROOT` it publishes: `ROOT/<model>/<N+1>/` for the SavedModel (the TF Serving layout),
+TFLite and `.keras` files in the sibling folders `<model>-tflite/` and `<model>-keras/`; one
+version number for all, the next free one by default, never an existing one. Each version
+folder is written under a temporary name and renamed into place, so a TF Serving instance
+watching ROOT never sees a partial model. `--quantize` applies to TFLite (repeatable, or `all`);
+default `none` for `--format tflite` and all four variants for `--format all`. int8 calibrates
+on `--calibration-images` training images of the run's dataset (config.yaml).
 
-Exit status 0 on success, 2 on bad input (message on stderr; `TFREID_DEBUG=1` re-raises).
+Exit status 0 on success, 2 on bad input (one `error:` line on stderr; `TFREID_DEBUG=1`
+re-raises). `--help` does not import TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
+from tfreid.export import QUANTIZATIONS
 
 FORMATS = ("savedmodel", "tflite", "keras", "all")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    from tfreid.export.tflite import QUANTIZATIONS
-
-    parser = argparse.ArgumentParser(prog="python -m tfreid.export", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tfreid.export", formatter_class=HelpFormatter,
+                                     description=__doc__.split("\n")[0].split(": ", 1)[1])
     parser.add_argument("--run", required=True, help="training run directory")
-    parser.add_argument("--checkpoint", help="checkpoint prefix (default: the run's latest)")
-    parser.add_argument("--format", required=True, help="|".join(FORMATS))
+    parser.add_argument("--to", metavar="ROOT",
+                        help="serving root to publish into as version N+1 (default: the run's "
+                             "own export/ folder)")
+    parser.add_argument("--output", dest="to", help=argparse.SUPPRESS)  # the old name of --to
+    parser.add_argument("--format", default="savedmodel", help="|".join(FORMATS))
     parser.add_argument("--quantize", nargs="+", default=None,
-                        help=f"TFLite variants: {'|'.join(QUANTIZATIONS)}|all")
-    parser.add_argument("--output", default="saved_models", help="export root (default %(default)s)")
-    parser.add_argument("--version", type=int, default=None, help="version number (default: next free)")
+                        help=f"TFLite variants: {'|'.join(QUANTIZATIONS)}|all (default: none "
+                             "for --format tflite, all for --format all)")
+    parser.add_argument("--version", type=int, default=None,
+                        help="version number (default: the next free one)")
+    parser.add_argument("--checkpoint", help="checkpoint prefix (default: the run's latest)")
     parser.add_argument("--calibration-images", type=int, default=128,
-                        help="training images for int8 calibration (default %(default)s)")
-    return parser.parse_args(argv)
+                        help="training images for int8 calibration")
+    add_quiet(parser)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _resolve(args) -> tuple[list[str], list[str]]:
     from tfreid.checks import check_int
-    from tfreid.export.tflite import QUANTIZATIONS
 
     if args.format not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {args.format!r}")
@@ -63,16 +76,14 @@ def _resolve(args) -> tuple[list[str], list[str]]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        formats, quantize = _resolve(args)
+        quiet_tensorflow()
         from tfreid.export.run_export import export_run
 
-        formats, quantize = _resolve(args)
-        written = export_run(args.run, formats, quantize, args.output, args.version,
-                             args.checkpoint, args.calibration_images)
+        written = export_run(args.run, formats, quantize, args.to, args.version,
+                             args.checkpoint, args.calibration_images, verbose=not args.quiet)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
-        if os.environ.get("TFREID_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error(err)
     for label, path in written.items():
         print(f"{label:>16}: {path}")
     return 0

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfreid.checks import check_int
+from tfreid.export import QUANTIZATIONS
 from tfreid.export import tf_internals
 from tfreid.export.dynamic_precision import keep_weights_float
 from tfreid.export.flatbuffer import op_names, read_model
@@ -39,7 +40,6 @@ from tfreid.preprocessing import load_image, normalize
 __all__ = ["QUANTIZATIONS", "convert_tflite", "export_tflite", "frozen_function",
            "representative_images", "tflite_op_names"]
 
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
 
 def _check_quantize(quantize: str) -> str:

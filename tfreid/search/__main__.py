@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+from tfreid.cli import add_quiet, quiet_tensorflow
+
 DATASETS = ("market1501", "dukemtmcreid", "cuhk03", "synthetic", "msmt17")  # images.NAME_PATTERNS
 
 
@@ -51,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
                        help="an unreadable image stops the command naming it (error), or is "
                             "left out with a warning listing it (skip) (default %(default)s)")
-        p.add_argument("--quiet", action="store_true",
-                       help="no progress bars or status lines (default: shown)")
+        add_quiet(p)
 
     index = sub.add_parser("index", help="embed a folder of images into an index",
                            description="Embed every image of --images and write an index folder.")
@@ -132,6 +133,7 @@ def run(args) -> int:
 
     progress = not args.quiet
     if args.command == "index":
+        quiet_tensorflow()
         index = build_index(args.model, args.images, args.out, dataset=args.dataset,
                             batch_size=args.batch_size, on_bad_image=args.on_bad_image,
                             overwrite=args.overwrite, progress=progress)
@@ -140,7 +142,8 @@ def run(args) -> int:
                   f"{index.meta['model']['name']} {index.meta['model']['version']}")
         print(index.path)
         return 0
-    index = GalleryIndex.load(args.index)
+    index = GalleryIndex.load(args.index)  # a bad --index fails before TensorFlow loads
+    quiet_tensorflow()
     result = index.query(args.images, args.topk, model=args.model, backend=args.backend,
                          approx=args.approx, rerank=args.rerank, rerank_depth=args.rerank_depth,
                          nlist=args.nlist, nprobe=args.nprobe, recall_sample=args.recall_sample,
@@ -156,7 +159,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up logs
     try:
         return run(args)
     except (ValueError, ImportError, OSError) as err:

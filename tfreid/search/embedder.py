@@ -25,7 +25,6 @@ import hashlib
 import math
 import os
 import pathlib
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +32,7 @@ import tensorflow as tf
 from tfreid.data.datasets.base import Sample
 from tfreid.data.pipeline import BadImageError, BadImageReport, build_eval_dataset, iterate_checked
 from tfreid.preprocessing import IMAGENET_MEAN, IMAGENET_STD, normalize
+from tfreid.progress import Progress
 from tfreid.runs import load_run
 from tfreid.inference import FeatureExtractor
 from tfreid.models import embedding_model
@@ -106,18 +106,12 @@ class Embedder:
         samples = [Sample(str(p), 0, 0) for p in paths]
         dataset = build_eval_dataset(samples, self.info.image_size, batch_size, on_bad_image,
                                      report=report, normalized=False)
-        bar = None
-        if progress:
-            import keras
-
-            # A log file gets one summary line instead of carriage-return updates.
-            bar = keras.utils.Progbar(math.ceil(len(samples) / batch_size), unit_name="batch",
-                                      verbose=1 if sys.stdout.isatty() else 2)
+        bar = Progress(math.ceil(len(samples) / batch_size), "embedding", unit="batch",
+                       quiet=not progress)
         try:
             for step, pixels in enumerate(iterate_checked(dataset), 1):
                 yield self._forward(pixels)
-                if bar is not None:
-                    bar.update(step)
+                bar.update(step)
         except BadImageError as err:
             raise ValueError(f"image file {err.path} cannot be read or decoded as JPEG/PNG/BMP/"
                              "GIF (--on-bad-image skip leaves such files out)") from None

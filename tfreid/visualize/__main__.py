@@ -14,8 +14,9 @@ input (message on stderr; `TFREID_DEBUG=1` re-raises).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
 
 
 def _cell_size(text: str) -> tuple[int, int]:
@@ -38,27 +39,31 @@ def _positive(text: str) -> int:
     return value
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tfreid.visualize",
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tfreid.visualize", formatter_class=HelpFormatter,
                                      description="Pictures of a trained tfreid run.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
+        p.formatter_class = HelpFormatter
         p.add_argument("--run", required=True, help="run directory from python -m tfreid.train")
-        p.add_argument("--output", help="output folder (file for curves); default RUN/visualize/")
+        p.add_argument("--output", help="output folder (file for curves) (default: "
+                                        "RUN/visualize/)")
+        add_quiet(p)
 
     ranks = sub.add_parser("ranks", help="ranked lists of queries")
     common(ranks)
     ranks.add_argument("--checkpoint", help="checkpoint prefix (default: the latest)")
     ranks.add_argument("--dataset", help="dataset to rank (default: the run's)")
-    ranks.add_argument("--data-root", help="dataset folder")
+    ranks.add_argument("--data-root", help="dataset folder (default: the run's)")
     ranks.add_argument("--num-queries", type=_positive, default=20,
                        help="queries shown, spread over the query list (default %(default)s)")
     ranks.add_argument("--topk", type=_positive, default=10,
                        help="gallery images per query (default %(default)s)")
     ranks.add_argument("--cell-size", type=_cell_size, default=(128, 64), metavar="HxW",
                        help="displayed image size (default 128x64)")
-    ranks.add_argument("--batch-size", type=_positive, help="images per forward pass")
+    ranks.add_argument("--batch-size", type=_positive,
+                       help="images per forward pass (default: the run's data.eval_batch_size)")
 
     attention = sub.add_parser("attention", help="attention maps and hard-attention regions")
     common(attention)
@@ -73,7 +78,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     curves = sub.add_parser("curves", help="training curves from the run's logs")
     common(curves)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def run(args) -> list:
@@ -94,20 +103,19 @@ def run(args) -> list:
 
     lists = compute_ranked_lists(args.run, dataset=args.dataset, data_root=args.data_root,
                                  checkpoint=args.checkpoint, num_queries=args.num_queries,
-                                 topk=args.topk, batch_size=args.batch_size)
+                                 topk=args.topk, batch_size=args.batch_size,
+                                 progress=not args.quiet)
     return write_ranked_lists(lists, out or pathlib.Path(args.run) / "visualize" / "ranks",
                               args.cell_size)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    quiet_tensorflow()
     try:
         written = run(args)
     except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("TFREID_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error(err)
     for path in written:
         print(path)
     return 0

@@ -149,7 +149,7 @@ def ranked_lists_from_distances(distmat, query, gallery, query_index, topk, metr
 
 def compute_ranked_lists(run_dir, *, dataset: str | None = None, data_root: str | None = None,
                          checkpoint: str | None = None, num_queries: int = 20, topk: int = 10,
-                         batch_size: int | None = None) -> RankedLists:
+                         batch_size: int | None = None, progress: bool = False) -> RankedLists:
     """Ranks the gallery for ``num_queries`` queries with a trained run's model.
 
     Args:
@@ -196,7 +196,8 @@ def compute_ranked_lists(run_dir, *, dataset: str | None = None, data_root: str 
     rows = np.arange(len(query)) if cfg.eval.rerank else chosen
     report = BadImageReport()
     feats = extract_features(embed, [query[i] for i in rows] + list(gallery), size, batch,
-                             cfg.eval.flip, policy, report)
+                             cfg.eval.flip, policy, report,
+                             progress="embedding query + gallery" if progress else None)
     qf, gf = feats[:len(rows)], feats[len(rows):]
     if report.count:  # on_bad_image="skip": unreadable images leave the ranking, as in evaluate
         bad = set(report.paths)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tfreid.cli import HelpFormatter, add_quiet
 from tfreid.data.synthetic.config import KNOBS, PRESETS, Difficulty, SyntheticConfig
 from tfreid.data.synthetic.generate import check_out, generate
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     defaults = SyntheticConfig.__dataclass_fields__
     p = argparse.ArgumentParser(
-        prog="python -m tfreid.data.synthetic",
+        prog="python -m tfreid.data.synthetic", formatter_class=HelpFormatter,
         description="Generate a synthetic person ReID dataset in the Market-1501 format.",
         epilog="difficulty knobs (level 0 -> 1): " + "; ".join(
             f"{k} {lo:g}->{hi:g} ({why})" for k, (lo, hi, why) in KNOBS.items()),
@@ -24,20 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     for name in ("train_ids", "test_ids", "cameras", "images_per_id", "distractors", "junk",
                  "seed"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name].default)
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name].default,
+                       help=name.replace("_", " "))
     p.add_argument("--difficulty", default="medium",
                    help=f"a level in [0, 1] or one of {', '.join(PRESETS)} (default medium)")
     p.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
-                   help="override one difficulty knob (repeatable)")
+                   help="override one difficulty knob (repeatable) (default: the level's)")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: CPUs)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow writing into a non-empty folder that is not a synthetic set")
-    p.add_argument("--quiet", action="store_true")
+    add_quiet(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         knobs = {}

@@ -1,0 +1,81 @@
+"""What every `python -m tfreid.*` command shares: help with defaults, `--quiet`, a quiet
+TensorFlow start-up, and the `error:` line for bad input.
+
+Imports nothing heavy (no TensorFlow), so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+
+__all__ = ["HelpFormatter", "add_quiet", "error", "quiet_tensorflow"]
+
+# C++ lines TensorFlow prints while it loads (absl's pre-init notice, oneDNN and CPU-feature
+# notes); anything else written to stderr during the import is passed through.
+_STARTUP_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "port.cc:",
+                  "cpu_feature_guard.cc:", "To enable the following instructions:",
+                  "rebuild TensorFlow with the appropriate compiler flags")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to a flag's help unless the text already states its default or
+    the flag is a switch or required."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.required or action.option_strings == []
+                or any(action.default is v for v in (None, False, True, argparse.SUPPRESS))):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """The `--quiet` flag every command has."""
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="print results and errors only: no progress bars or status lines "
+                             "(default: off)")
+
+
+def error(err: BaseException | str) -> int:
+    """Prints ``error: <message>`` on stderr and returns exit status 2 (bad input);
+    `TFREID_DEBUG=1` re-raises instead."""
+    if isinstance(err, BaseException) and os.environ.get("TFREID_DEBUG"):
+        raise err
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's start-up logs and retracing warnings (call before importing it).
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the user chose a level, silences the Python
+    ``tensorflow`` logger's warnings (e.g. "triggered tf.function retracing") and imports
+    TensorFlow with its known start-up lines filtered out of stderr. `TFREID_DEBUG=1` keeps
+    everything.
+    """
+    if os.environ.get("TFREID_DEBUG"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if "tensorflow" in sys.modules:
+        return
+    # The absl/oneDNN lines are written by C++ before TF_CPP_MIN_LOG_LEVEL applies, so they can
+    # only be caught at the file-descriptor level.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = [line for line in lines if not any(n in line for n in _STARTUP_NOISE)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
