@@ -18,8 +18,8 @@ from tfreid.engine import evaluator
 from tfreid.engine.freeze import BackboneFreezer
 from tfreid.engine.malloc import keep_tensor_memory
 from tfreid.engine.optim import build_optimizer
-from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, resolve_tf_config,
-                                    worker_info)
+from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, describe_devices,
+                                    resolve_tf_config, worker_info)
 from tfreid.engine.trainer import LossTerm, Trainer
 from tfreid.losses import build_loss
 from tfreid.models import build_model, embedding_model
@@ -96,6 +96,7 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
     and evaluates; the other workers return ``{"steps", "epoch", ..., "is_chief": False}``."""
     strategy = setup_runtime(cfg)
     chief = worker_info(strategy).is_chief
+    print(describe_devices(strategy), flush=True)
     files = RunDir.create(run_dir, cfg, dataset.num_train_pids) if chief else RunDir(run_dir)
     image_size = (cfg.data.height, cfg.data.width)
     steps_per_epoch = len(dataset.train) // cfg.batch_size
