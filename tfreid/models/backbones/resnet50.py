@@ -158,8 +158,9 @@ def resnet50_model(inputs, outputs, name: str, zero_init_residual: bool = False,
     Args:
         inputs, outputs, name: as for `keras.Model`.
         zero_init_residual: start every residual block as the identity (`zero_init_residuals`).
-        backbone_weights: optional local ImageNet ``.h5`` file loaded by layer name afterwards
-            (it overwrites the zero initialisation).
+        backbone_weights: optional local ImageNet ``.h5`` file, or ``"imagenet"`` (Keras's
+            file, downloaded once and cached), loaded by layer name afterwards (it overwrites the
+            zero initialisation).
         prefixes: layer-name prefixes of the backbone copies (`load_backbone_weights`).
     """
     model = keras.Model(inputs, outputs, name=name)
