@@ -14,10 +14,11 @@ import tensorflow as tf
 
 from tfreid.data.pipeline import BadImageReport, build_train_dataset
 from tfreid.data.transforms import AugmentConfig
-from tfreid.engine import evaluator
+from tfreid.engine import board, evaluator
 from tfreid.engine.freeze import BackboneFreezer
 from tfreid.engine.malloc import keep_tensor_memory
 from tfreid.engine.optim import build_optimizer
+from tfreid.engine.summaries import ScalarLogger
 from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, describe_devices,
                                     resolve_tf_config, worker_info)
 from tfreid.engine.trainer import LossTerm, Trainer
@@ -83,12 +84,18 @@ def augment_config(cfg) -> AugmentConfig:
                          random_erasing=d.random_erasing, color_jitter=d.color_jitter)
 
 
-def evaluate_model(model, dataset, cfg) -> dict:
-    return evaluator.evaluate(
+def evaluate_model(model, dataset, cfg, pictures: bool = False) -> dict:
+    """Retrieval metrics of `model`; with `pictures`, also ``"images"``: the TensorBoard
+    pictures of this evaluation (`tfreid.engine.board.eval_images`)."""
+    metrics = evaluator.evaluate(
         embedding_model(model), dataset, (cfg.data.height, cfg.data.width),
         metric=cfg.eval.metric, rerank=cfg.eval.rerank, flip=cfg.eval.flip,
         max_rank=cfg.eval.max_rank, protocol=cfg.eval.protocol,
-        batch_size=cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image)
+        batch_size=cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image,
+        ranked_lists=board.NUM_QUERIES if pictures else 0, topk=board.TOPK)
+    if pictures:
+        metrics["images"] = board.eval_images(model, metrics)
+    return metrics
 
 
 def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
@@ -123,14 +130,21 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
         checkpoint_every=cfg.train.checkpoint_every, keep_checkpoints=cfg.train.keep_checkpoints,
         log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
-        evaluate_fn=lambda model: evaluate_model(model, dataset, cfg),
+        evaluate_fn=lambda model: evaluate_model(model, dataset, cfg, pictures=True),
         jit_compile=cfg.train.jit, sync_bn=cfg.train.sync_bn,
         epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs))
     start_step = trainer.restore() if resume else 0
 
-    if chief and cfg.train.eval_at_start and start_step == 0 and not files.has_metrics(init=True):
-        print("Evaluating the randomly initialised network for reference ...")
-        files.write_metrics(evaluate_model(trainer.model, dataset, cfg), init=True)
+    if chief and start_step == 0 and not files.has_metrics(init=True):
+        init, images = None, None
+        if cfg.train.eval_at_start:
+            print("Evaluating the randomly initialised network for reference ...")
+            init = evaluate_model(trainer.model, dataset, cfg, pictures=True)
+            images = init.pop("images")
+            files.write_metrics(init, init=True)
+        logger = ScalarLogger(files.logs)
+        board.log_start(logger, cfg, init, images)
+        logger.close()
 
     bad_images = BadImageReport()
 

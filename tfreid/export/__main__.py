@@ -1,15 +1,17 @@
 """`python -m tfreid.export`: re-export any checkpoint of a training run for deployment.
 
-    python -m tfreid.export --run RUN_DIR [--checkpoint PATH] --format savedmodel|tflite|keras|all
+    python -m tfreid.export --run RUN_DIR [--checkpoint PATH] --format savedmodel|tflite|keras|onnx|all
         [--quantize none|float16|dynamic|int8|all ...] [--output saved_models] [--version N]
         [--calibration-images 128]
 
 Writes under `--output` as `tfreid.export.run_export.export_run` lays it out: the SavedModel in
-`<output>/<model>/<version>/`, TFLite and `.keras` files in the sibling folders `<model>-tflite/`
-and `<model>-keras/`; one version number for all, the next free one by default, never an
+`<output>/<model>/<version>/`, TFLite, `.keras` and `.onnx` files in the sibling folders
+`<model>-tflite/`, `<model>-keras/` and `<model>-onnx/`; one version number for all, the next free one by default, never an
 existing one. `--quantize` applies to TFLite (repeatable, or `all`); default `none` for
 `--format tflite` and all four variants for `--format all`. int8 calibrates on
-`--calibration-images` training images of the run's dataset (config.yaml).
+`--calibration-images` training images of the run's dataset (config.yaml). `--format` takes a
+comma-separated list (`savedmodel,onnx`); `all` is SavedModel, TFLite and `.keras`; `onnx` needs
+`pip install 'tfreid[onnx]'` (tf2onnx).
 
 Exit status 0 on success, 2 on bad input (message on stderr; `TFREID_DEBUG=1` re-raises).
 """
@@ -20,7 +22,7 @@ import argparse
 import os
 import sys
 
-FORMATS = ("savedmodel", "tflite", "keras", "all")
+FORMATS = ("savedmodel", "tflite", "keras", "onnx", "all")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,10 +45,18 @@ def _resolve(args) -> tuple[list[str], list[str]]:
     from tfreid.checks import check_int
     from tfreid.export.tflite import QUANTIZATIONS
 
-    if args.format not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {args.format!r}")
-    formats = ["savedmodel", "tflite", "keras"] if args.format == "all" else [args.format]
-    quantize = args.quantize or (["all"] if args.format == "all" else ["none"])
+    requested = [f.strip() for f in args.format.split(",")]
+    bad = [f for f in requested if f not in FORMATS]
+    if bad:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)} (or a comma-separated "
+                         f"list); got {bad[0]!r}")
+    formats = list(dict.fromkeys(f for r in requested for f in (
+        ["savedmodel", "tflite", "keras"] if r == "all" else [r])))
+    if "onnx" in formats:
+        from tfreid.export.onnx_export import require_onnx
+
+        require_onnx()  # before any export is written
+    quantize = args.quantize or (["all"] if "all" in requested else ["none"])
     bad = [q for q in quantize if q not in (*QUANTIZATIONS, "all")]
     if bad:
         raise ValueError(f"--quantize must be among {', '.join(QUANTIZATIONS)}, all; got {bad[0]!r}")
@@ -68,7 +78,7 @@ def main(argv=None) -> int:
         formats, quantize = _resolve(args)
         written = export_run(args.run, formats, quantize, args.output, args.version,
                              args.checkpoint, args.calibration_images)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         if os.environ.get("TFREID_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)

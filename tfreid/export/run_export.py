@@ -5,8 +5,9 @@ Layout under `output` (one version number shared by every format written in one 
     <output>/<model>/<version>/                 SavedModel, TF Serving layout
     <output>/<model>-tflite/<version>/<model>-<quantize>.tflite  (+ .json sidecar)
     <output>/<model>-keras/<version>/<model>.keras               (+ .json sidecar)
+    <output>/<model>-onnx/<version>/<model>.onnx                 (+ .json sidecar)
 
-TFLite and `.keras` files live in sibling folders because TF Serving loads every numeric folder
+TFLite, `.keras` and `.onnx` files live in sibling folders because TF Serving loads every numeric folder
 under its base path.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import pathlib
 
 from tfreid.data import build_dataset
-from tfreid.export import keras_file, savedmodel, tflite
+from tfreid.export import keras_file, onnx_export, savedmodel, tflite
 from tfreid.models import embedding_model
 from tfreid.runs import RunDir
 
@@ -28,7 +29,7 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
 
     Args:
         run_dir: training run directory.
-        formats: subset of `("savedmodel", "tflite", "keras")`.
+        formats: subset of `("savedmodel", "tflite", "keras", "onnx")`.
         quantize: TFLite variants (subset of `tfreid.export.tflite.QUANTIZATIONS`).
         output: export root.
         version: shared version number; default the next free one across the format folders.
@@ -52,7 +53,7 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
     name, size = cfg.model.name, (cfg.data.height, cfg.data.width)
     output = pathlib.Path(output)
     dirs = {"savedmodel": output / name, "tflite": output / f"{name}-tflite",
-            "keras": output / f"{name}-keras"}
+            "keras": output / f"{name}-keras", "onnx": output / f"{name}-onnx"}
     if version is None:
         version = max(savedmodel.next_version(dirs[f]) for f in formats)
     for f in formats:  # fail before writing anything
@@ -63,6 +64,8 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
                 "metrics": {k: run_metrics[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP")
                             if k in run_metrics}}
     written = {}
+    # traced and frozen once for every TFLite variant and ONNX
+    frozen = tflite.frozen_function(embed, size) if {"tflite", "onnx"} & set(formats) else None
     if "savedmodel" in formats:
         written["savedmodel"] = savedmodel.export_savedmodel(
             embed, output, name, size, version=version, metadata=metadata)
@@ -72,7 +75,6 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
             data = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
             calibration = tflite.representative_images(data.train, size, calibration_images,
                                                        seed=cfg.train.seed)
-        frozen = tflite.frozen_function(embed, size)  # traced once for every variant
         with savedmodel.version_dir(dirs["tflite"], version) as tmp:
             for q in quantize:
                 label = "float32" if q == "none" else q
@@ -89,4 +91,8 @@ def export_run(run_dir, formats, quantize=("none",), output="saved_models", vers
         with savedmodel.version_dir(dirs["keras"], version) as tmp:
             keras_file.export_keras(embed, tmp / f"{name}.keras", size, metadata=metadata)
         written["keras"] = dirs["keras"] / str(version) / f"{name}.keras"
+    if "onnx" in formats:
+        with savedmodel.version_dir(dirs["onnx"], version) as tmp:
+            onnx_export.export_onnx(embed, tmp / f"{name}.onnx", size, metadata=metadata, frozen=frozen)
+        written["onnx"] = dirs["onnx"] / str(version) / f"{name}.onnx"
     return {k: str(v) for k, v in written.items()}
