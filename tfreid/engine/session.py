@@ -18,9 +18,9 @@ from tfreid.engine import board, evaluator
 from tfreid.engine.freeze import BackboneFreezer
 from tfreid.engine.malloc import keep_tensor_memory
 from tfreid.engine.optim import build_optimizer
-from tfreid.engine.summaries import ScalarLogger
 from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, describe_devices,
                                     resolve_tf_config, worker_info)
+from tfreid.engine.summaries import ScalarLogger
 from tfreid.engine.trainer import LossTerm, Trainer
 from tfreid.losses import build_loss
 from tfreid.models import build_model, embedding_model
@@ -94,7 +94,12 @@ def evaluate_model(model, dataset, cfg, pictures: bool = False) -> dict:
         batch_size=cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image,
         ranked_lists=board.NUM_QUERIES if pictures else 0, topk=board.TOPK)
     if pictures:
-        metrics["images"] = board.eval_images(model, metrics)
+        try:
+            metrics["images"] = board.eval_images(model, metrics)
+        except (ValueError, OSError) as err:  # e.g. an image deleted since: the metrics stand
+            print(f"warning: no TensorBoard pictures for this evaluation: {err}")
+            metrics.pop("ranked_lists", None)
+            metrics["images"] = {}
     return metrics
 
 

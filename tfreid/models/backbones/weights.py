@@ -92,8 +92,8 @@ def _decode(value) -> str:
 def read_weights_by_layer(path: str) -> dict[str, list[np.ndarray]]:
     """``{layer_name: [arrays in the layer's variable order]}`` for every layer with weights."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone weights file {path!r} does not exist (weights are "
-                                f"never downloaded; pass a local .h5 file)")
+        raise FileNotFoundError(f"backbone weights file {path!r} does not exist (pass a local "
+                                f".h5 file or 'imagenet')")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
