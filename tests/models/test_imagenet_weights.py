@@ -190,3 +190,17 @@ def test_pth_checkpoint_through_torch(small_googlenet, tmp_path):
     assert convert.main([str(tmp_path / "googlenet.pth"), "--out", str(out), "--no-check"]) == 0
     fresh = build_bn_inception(SHAPE, width_multiplier=0.25, weights=str(out))
     _assert_same(fresh, small_googlenet, convert.expected_layers())
+
+
+def test_paper_recipes_start_from_imagenet_where_the_paper_does():
+    import pathlib
+
+    from tfreid.config import resolve
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    got = {p.stem: resolve(None, str(p), {}, []).model.backbone_weights
+           for p in sorted((repo / "configs").glob("*.yaml"))}
+    assert got == {"aanet_market1501": "imagenet", "adfl_market1501": "imagenet",
+                   "baseline_market1501": "imagenet", "can_market1501": None,  # paper silent
+                   "ccan_cuhk03": "imagenet", "ccan_market1501": "imagenet",
+                   "hacnn_market1501": None, "hacnn_market1501_sgd": None}  # from scratch
