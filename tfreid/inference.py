@@ -110,7 +110,12 @@ class FeatureExtractor:
                               "'tfreid[onnx]'") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads or os.cpu_count()
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            session = onnxruntime.InferenceSession(str(path), options,
+                                                   providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's InvalidProtobuf, Fail, ... on a damaged file
+            raise ValueError(f"{str(path)!r} is not a readable ONNX model: "
+                             f"{str(err).splitlines()[0][:300]}") from None
         name = session.get_inputs()[0].name
         self._run = lambda x: session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
         return session.get_inputs()[0].shape
