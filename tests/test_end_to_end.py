@@ -68,6 +68,44 @@ def test_run_directory_contract(tiny_run):
     assert {"loss/ce_global", "loss/ce_local", "loss/total", "learning_rate", "eval/mAP"} <= tags
 
 
+def _events(logdir):
+    """tag -> [(step, plugin name, TensorProto)] read back from every TensorBoard event file."""
+    import tensorflow as tf
+
+    out = {}
+    for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.metadata.plugin_data.plugin_name, v.tensor))
+    return out
+
+
+def test_tensorboard_events_hold_config_init_eval_and_pictures(tiny_run):
+    """TensorBoard shows the resolved config and hparams, the random-init evaluation at step 0,
+    and at each evaluation a ranked-list picture and HA-CNN's hard-attention boxes."""
+    import tensorflow as tf
+
+    run = tiny_run / "run"
+    events = _events(run / "logs")
+    (step, plugin, tensor), = events["config"]
+    assert step == 0 and plugin == "text"
+    assert "name: hacnn" in tf.make_ndarray(tensor).item().decode()
+    assert any(plugin == "hparams" for entries in events.values() for _, plugin, _ in entries)
+    init = json.loads((run / "metrics_init.json").read_text())
+    final = json.loads((run / "metrics.json").read_text())
+    m_ap = {step: float(tf.make_ndarray(t)) for step, _, t in events["eval/mAP"]}
+    assert m_ap == {0: pytest.approx(init["mAP"]), 3: pytest.approx(final["mAP"])}
+    for tag in ("eval/ranked_lists", "eval/hard_attention"):
+        assert [(step, plugin) for step, plugin, _ in events[tag]] == [(0, "images"), (3, "images")], tag
+        for _, _, tensor in events[tag]:
+            width, height, png = tf.make_ndarray(tensor)
+            image = tf.io.decode_png(png).numpy()
+            assert image.shape == (int(height), int(width), 3) and image.std() > 10, tag
+    # 4 ranked lists (query + top 5 at 128x64 each) stacked; 4 attention rows
+    assert int(tf.make_ndarray(events["eval/ranked_lists"][0][2])[1]) > 4 * 128
+
+
 def test_savedmodel_matches_keras_in_a_fresh_process(tiny_run, tiny_data):
     """The export (0..255 RGB in, preprocessing in-graph) gives the checkpoint's embeddings."""
     export = tiny_run / "run" / "export" / "hacnn" / "1"

@@ -21,7 +21,7 @@ from tfreid.checks import check_int, check_worker_hosts
 class ModelConfig:
     name: str = "hacnn"
     kwargs: dict = dataclasses.field(default_factory=dict)  # passed to build_model
-    backbone_weights: str | None = None  # local ImageNet weights file; never downloaded
+    backbone_weights: str | None = None  # local ImageNet weights file, or "imagenet" (cached download)
 
 
 @dataclasses.dataclass

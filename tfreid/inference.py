@@ -1,4 +1,4 @@
-"""Embedding images: `FeatureExtractor` with any tfreid export (SavedModel, `.tflite`, `.keras`),
+"""Embedding images: `FeatureExtractor` with any tfreid export (SavedModel, `.tflite`, `.onnx`, `.keras`),
 `extract_features` with a Keras model over a dataset split.
 
 For applications (trackers, search services): load once, then call with image paths, encoded
@@ -36,7 +36,7 @@ _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
 
 class FeatureExtractor:
-    """Batched embedding with a SavedModel directory, a `.tflite` file or a `.keras` file.
+    """Batched embedding with a SavedModel directory, a `.tflite`, `.onnx` or `.keras` file.
 
     Args:
         path: the export: a SavedModel version folder (holding `saved_model.pb`), a `.tflite`
@@ -45,11 +45,12 @@ class FeatureExtractor:
         num_threads: CPU threads for the LiteRT interpreter (default: all cores).
 
     Attributes:
-        format: `"savedmodel"`, `"tflite"` or `"keras"`.
+        format: `"savedmodel"`, `"tflite"`, `"onnx"` or `"keras"`.
         image_size: `(H, W)` the model expects.
         embedding_size: `D`.
         metadata: the export's description (`assets/tfreid.json` or the `.json` sidecar), or {}.
-        kernels: `"tensorflow"` (SavedModel/.keras), or for `.tflite` `"xnnpack"` or `"builtin"`
+        kernels: `"tensorflow"` (SavedModel/.keras), `"onnxruntime"` (.onnx, CPU), or for
+            `.tflite` `"xnnpack"` or `"builtin"`
             (LiteRT's builtin kernels, the fallback when XNNPACK refuses to prepare a graph).
         delegation: for `.tflite` with XNNPACK, `xnnpack_delegation`'s summary: n of the model's
             m operators run inside k XNNPACK partitions, and which ran on builtin kernels;
@@ -64,7 +65,7 @@ class FeatureExtractor:
         path = pathlib.Path(path)
         if not path.exists():
             raise FileNotFoundError(f"export {str(path)!r} not found (expected a SavedModel "
-                                    "folder, a .tflite file or a .keras file)")
+                                    "folder, a .tflite, .onnx or .keras file)")
         check_int("batch_size", batch_size)
         self.path, self.batch_size = path, batch_size
         self.kernels = "tensorflow"  # LiteRT: "xnnpack" or "builtin" (set by _load_tflite)
@@ -78,6 +79,10 @@ class FeatureExtractor:
         elif path.is_file() and path.suffix == ".tflite":
             self.format = "tflite"
             shape = self._load_tflite(path, num_threads)
+            self.metadata = _read_json(path.with_suffix(".json"))
+        elif path.is_file() and path.suffix == ".onnx":
+            self.format, self.kernels = "onnx", "onnxruntime"
+            shape = self._load_onnx(path, num_threads)
             self.metadata = _read_json(path.with_suffix(".json"))
         elif path.is_file() and path.suffix == ".keras":
             import keras
@@ -93,9 +98,27 @@ class FeatureExtractor:
             self.metadata = _read_json(path.with_suffix(".json"))
         else:
             raise ValueError(f"{str(path)!r} is not a tfreid export: expected a SavedModel folder "
-                             "(with saved_model.pb), a .tflite file or a .keras file")
+                             "(with saved_model.pb), a .tflite, .onnx or .keras file")
         self.image_size = (int(shape[1]), int(shape[2]))
         self.embedding_size = int(self._run(np.zeros((1, *self.image_size, 3), np.float32)).shape[-1])
+
+    def _load_onnx(self, path, num_threads):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ImportError("running an .onnx export needs onnxruntime: pip install "
+                              "'tfreid[onnx]'") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads or os.cpu_count()
+        try:
+            session = onnxruntime.InferenceSession(str(path), options,
+                                                   providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's InvalidProtobuf, Fail, ... on a damaged file
+            raise ValueError(f"{str(path)!r} is not a readable ONNX model: "
+                             f"{str(err).splitlines()[0][:300]}") from None
+        name = session.get_inputs()[0].name
+        self._run = lambda x: session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+        return session.get_inputs()[0].shape
 
     def _load_tflite(self, path, num_threads):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType

@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue the run in --output (or the latest matching run)")
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument("--backbone-weights",
-                        help="local ImageNet weights file for the backbone (default: the "
-                             "recipe's, usually none)")
+                        help="backbone ImageNet weights: a local .h5 file, or 'imagenet' "
+                             "(ResNet-50: Keras's file, downloaded once and cached; default: "
+                             "the recipe's)")
     add_quiet(parser)
     return parser
 
@@ -132,6 +133,14 @@ def prepare(args):
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it "
                               "or choose another --output")
     cfg.output_dir = str(run_dir)
+    if cfg.model.backbone_weights:  # fetch (or fail offline) before the data and the model
+        from tfreid.models.backbones.weights import MODEL_BACKBONES, resolve_backbone_weights
+
+        if cfg.model.name not in MODEL_BACKBONES and cfg.model.backbone_weights == "imagenet":
+            raise ValueError(f"model.backbone_weights: model {cfg.model.name!r} has no ImageNet "
+                             f"backbone (models with one: {', '.join(sorted(MODEL_BACKBONES))})")
+        resolve_backbone_weights(cfg.model.backbone_weights,
+                                 MODEL_BACKBONES.get(cfg.model.name, "resnet50"))
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
     if len(dataset.train) < cfg.batch_size:
         raise ValueError(f"{cfg.data.dataset}: {len(dataset.train)} training images is fewer "

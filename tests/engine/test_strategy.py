@@ -10,7 +10,8 @@ import keras
 import pytest
 import tensorflow as tf
 
-from tfreid.engine.strategy import configure_cpu_replicas, create_strategy, enable_sync_batchnorm
+from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, describe_devices,
+                                    enable_sync_batchnorm)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NO_GPU = not tf.config.list_physical_devices("GPU")
@@ -33,6 +34,13 @@ def test_single_cpu_strategy_has_one_replica_context(replicas):
     # A real replica context: all_reduce works, so the trainer's code path is the N-replica one.
     out = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("SUM", 3.0))
     assert float(strategy.reduce("SUM", out, axis=None)) == 3.0
+
+
+@pytest.mark.skipif(not NO_GPU, reason="CPU-only behaviour")
+def test_describe_devices_names_the_training_device():
+    line = describe_devices(create_strategy(1))
+    assert line.startswith("training on 1 replica: ") and "CPU:0" in line
+    assert line.endswith("(no GPU visible)")
 
 
 def test_configure_after_tf_init_raises_runtime_error():
@@ -83,6 +91,8 @@ def test_two_logical_cpu_replicas_in_fresh_process():
         print("type", type(s).__name__)
         print("replicas", s.num_replicas_in_sync)
         print("devices", ",".join(sorted(d.split("/")[-1] for d in s.extended.worker_devices)))
+        from tfreid.engine.strategy import describe_devices
+        print("described", describe_devices(s))
         ctx = lambda: tf.distribute.get_replica_context()
         rid = lambda: tf.cast(ctx().replica_id_in_sync_group, tf.float32)
         out = s.run(lambda: ctx().all_reduce("SUM", rid() + 1.0))
@@ -100,5 +110,6 @@ def test_two_logical_cpu_replicas_in_fresh_process():
     assert lines["type"] == "MirroredStrategy"
     assert lines["replicas"] == "2"
     assert lines["devices"] == "device:CPU:0,device:CPU:1"
+    assert lines["described"].startswith("training on 2 replicas: ") and "CPU:1" in lines["described"]
     assert float(lines["allreduce"]) == 3.0  # (0 + 1) + (1 + 1) on every replica
     assert lines["error"] == "True"

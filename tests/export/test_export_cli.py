@@ -106,7 +106,9 @@ def test_next_version_and_no_overwrite(tiny_run, exports, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--format", "onnx"], "--format must be one of savedmodel, tflite, keras, all; got 'onnx'"),
+    (["--format", "torchscript"], "--format must be one of savedmodel, tflite, keras, onnx, all (or a "
+                                  "comma-separated list); got 'torchscript'"),
+    (["--format", "savedmodel,pb"], "(or a comma-separated list); got 'pb'"),
     (["--format", "tflite", "--quantize", "int4"], "--quantize must be among"),
     (["--format", "keras", "--quantize", "int8"], "--quantize applies to TFLite only"),
     (["--format", "keras", "--checkpoint", "/nonexistent/ckpt-3"],

@@ -1,5 +1,7 @@
 """`tfreid.inference.FeatureExtractor`: every export format and input kind, same numbers."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -63,8 +65,12 @@ def test_bad_inputs(exports, tmp_path):
 def test_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.tflite"):
         FeatureExtractor(tmp_path / "nothing.tflite")
-    (tmp_path / "model.onnx").write_bytes(b"x")
+    (tmp_path / "model.pt").write_bytes(b"x")
     with pytest.raises(ValueError, match="is not a tfreid export"):
-        FeatureExtractor(tmp_path / "model.onnx")
+        FeatureExtractor(tmp_path / "model.pt")
+    if importlib.util.find_spec("onnxruntime"):
+        (tmp_path / "model.onnx").write_bytes(b"x")
+        with pytest.raises(ValueError, match="model.onnx' is not a readable ONNX model"):
+            FeatureExtractor(tmp_path / "model.onnx")
     with pytest.raises(ValueError, match="is not a tfreid export"):
         FeatureExtractor(tmp_path)  # a folder without saved_model.pb

@@ -13,12 +13,15 @@ from tfreid.inference import extract_features
 
 def evaluate(embed, dataset, image_size, *, metric: str = "euclidean", rerank: bool = False,
              flip: bool = False, max_rank: int = 50, protocol: str = "market",
-             batch_size: int = 128, on_bad_image: str = "error", progress: bool = False) -> dict:
+             batch_size: int = 128, on_bad_image: str = "error", progress: bool = False,
+             ranked_lists: int = 0, topk: int = 5) -> dict:
     """Query/gallery retrieval metrics of `embed` on `dataset` (a `ReIDDataset`); `progress`
     shows a progress bar while each split is embedded.
 
     Returns a dict with `mAP`, `rank1`, `rank5`, `rank10`, `mINP` (fractions in [0, 1]),
-    `num_query`, `num_gallery`, `num_valid_queries` and `seconds`.
+    `num_query`, `num_gallery`, `num_valid_queries` and `seconds`; with `ranked_lists` = n > 0
+    also `"ranked_lists"`: the `tfreid.visualize.ranks.RankedLists` (top `topk`, plain
+    `metric` distance) of n valid queries spread over the query split (none if none is valid).
     """
     start = time.perf_counter()
     report = BadImageReport()
@@ -50,7 +53,9 @@ def evaluate(embed, dataset, image_size, *, metric: str = "euclidean", rerank: b
         result = metrics.evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric,
                                            max_rank=max_rank, protocol=protocol)
     cmc = np.asarray(result.cmc)
-    return {
+    extra = {"ranked_lists": _ranked_lists(qf, gf, query, gallery, metric, ranked_lists, topk)} \
+        if ranked_lists else {}
+    return {**extra,
         "mAP": float(result.mAP),
         "rank1": float(cmc[0]),
         "rank5": float(cmc[min(4, len(cmc) - 1)]),
@@ -62,6 +67,19 @@ def evaluate(embed, dataset, image_size, *, metric: str = "euclidean", rerank: b
         "num_valid_queries": int(result.num_valid_queries),
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _ranked_lists(qf, gf, query, gallery, metric, count, topk):
+    from tfreid.visualize.ranks import ranked_lists_from_distances, select_queries
+
+    q_pids, q_cams = _labels(query)
+    g_pids, g_cams = _labels(gallery)
+    try:
+        chosen = select_queries(q_pids, g_pids, q_cams, g_cams, count)
+    except ValueError:  # no valid query: nothing to show
+        return None
+    dist = metrics.compute_distance_matrix(qf[chosen], gf, metric)
+    return ranked_lists_from_distances(dist, [query[i] for i in chosen], gallery, chosen, topk, metric)
 
 
 def _labels(samples):

@@ -14,12 +14,13 @@ import tensorflow as tf
 
 from tfreid.data.pipeline import BadImageReport, build_train_dataset
 from tfreid.data.transforms import AugmentConfig
-from tfreid.engine import evaluator
+from tfreid.engine import board, evaluator
 from tfreid.engine.freeze import BackboneFreezer
 from tfreid.engine.malloc import keep_tensor_memory
 from tfreid.engine.optim import build_optimizer
-from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, resolve_tf_config,
-                                    worker_info)
+from tfreid.engine.strategy import (configure_cpu_replicas, create_strategy, describe_devices,
+                                    resolve_tf_config, worker_info)
+from tfreid.engine.summaries import ScalarLogger
 from tfreid.engine.trainer import LossTerm, Trainer
 from tfreid.losses import build_loss
 from tfreid.models import build_model, embedding_model
@@ -83,13 +84,23 @@ def augment_config(cfg) -> AugmentConfig:
                          random_erasing=d.random_erasing, color_jitter=d.color_jitter)
 
 
-def evaluate_model(model, dataset, cfg, progress: bool = False) -> dict:
-    return evaluator.evaluate(
+def evaluate_model(model, dataset, cfg, progress: bool = False, pictures: bool = False) -> dict:
+    """Retrieval metrics of `model` (`progress`: a progress bar per split); with `pictures`, also
+    ``"images"``: the TensorBoard pictures of this evaluation (`tfreid.engine.board.eval_images`)."""
+    metrics = evaluator.evaluate(
         embedding_model(model), dataset, (cfg.data.height, cfg.data.width),
         metric=cfg.eval.metric, rerank=cfg.eval.rerank, flip=cfg.eval.flip,
         max_rank=cfg.eval.max_rank, protocol=cfg.eval.protocol,
         batch_size=cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image,
-        progress=progress)
+        progress=progress, ranked_lists=board.NUM_QUERIES if pictures else 0, topk=board.TOPK)
+    if pictures:
+        try:
+            metrics["images"] = board.eval_images(model, metrics)
+        except (ValueError, OSError) as err:  # e.g. an image deleted since: the metrics stand
+            print(f"warning: no TensorBoard pictures for this evaluation: {err}")
+            metrics.pop("ranked_lists", None)
+            metrics["images"] = {}
+    return metrics
 
 
 def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool = False) -> dict:
@@ -98,6 +109,8 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool =
     `quiet` hides the progress bars and status lines (results are still printed)."""
     strategy = setup_runtime(cfg)
     chief = worker_info(strategy).is_chief
+    if not quiet:
+        print(describe_devices(strategy), flush=True)
     files = RunDir.create(run_dir, cfg, dataset.num_train_pids) if chief else RunDir(run_dir)
     image_size = (cfg.data.height, cfg.data.width)
     steps_per_epoch = len(dataset.train) // cfg.batch_size
@@ -115,7 +128,7 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool =
         return model
 
     def evaluate_during_training(model):
-        metrics = evaluate_model(model, dataset, cfg, progress=not quiet)
+        metrics = evaluate_model(model, dataset, cfg, progress=not quiet, pictures=True)
         step = int(trainer.step.numpy())
         if step < total_steps:  # the final evaluation is printed with the summary below
             print(f"evaluation at step {step} (epoch {step / steps_per_epoch:g}):")
@@ -137,11 +150,17 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool =
         epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs))
     start_step = trainer.restore() if resume else 0
 
-    if chief and cfg.train.eval_at_start and start_step == 0 and not files.has_metrics(init=True):
-        if not quiet:
-            print("Evaluating the randomly initialised network for reference ...")
-        files.write_metrics(evaluate_model(trainer.model, dataset, cfg, progress=not quiet),
-                            init=True)
+    if chief and start_step == 0 and not files.has_metrics(init=True):
+        init, images = None, None
+        if cfg.train.eval_at_start:
+            if not quiet:
+                print("Evaluating the randomly initialised network for reference ...")
+            init = evaluate_model(trainer.model, dataset, cfg, progress=not quiet, pictures=True)
+            images = init.pop("images")
+            files.write_metrics(init, init=True)
+        logger = ScalarLogger(files.logs)
+        board.log_start(logger, cfg, init, images)
+        logger.close()
 
     bad_images = BadImageReport()
 

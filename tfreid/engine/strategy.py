@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from tfreid.checks import check_int, check_worker_hosts
 
-__all__ = ["configure_cpu_replicas", "create_strategy", "enable_sync_batchnorm",
+__all__ = ["configure_cpu_replicas", "create_strategy", "describe_devices", "enable_sync_batchnorm",
            "tf_config_from_hosts", "tf_config_from_env", "resolve_tf_config", "WorkerInfo",
            "worker_info", "task_from_tf_config"]
 
@@ -134,6 +134,17 @@ def create_strategy(replicas: int | None = None,
     devices = [f"/cpu:{i}" for i in range(replicas)]
     return tf.distribute.MirroredStrategy(
         devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def describe_devices(strategy: tf.distribute.Strategy) -> str:
+    """One line naming the devices `strategy` trains on, and the GPUs TensorFlow sees, e.g.
+    ``training on 1 replica: /job:localhost/replica:0/task:0/device:CPU:0 (no GPU visible)``."""
+    devices = list(strategy.extended.worker_devices)
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    seen = f"GPUs visible: {', '.join(names)}" if gpus else "no GPU visible"
+    plural = "s" if len(devices) != 1 else ""
+    return f"training on {len(devices)} replica{plural}: {', '.join(devices)} ({seen})"
 
 
 def enable_sync_batchnorm(model: keras.Model) -> int:

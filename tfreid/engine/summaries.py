@@ -1,9 +1,11 @@
-"""Scalar logging for training runs: TensorBoard event files plus a JSON-lines mirror.
+"""Logging for training runs: TensorBoard event files plus a JSON-lines mirror of the scalars.
 
 :class:`ScalarLogger` writes every scalar to ``<logdir>/events.out.tfevents.*`` (``tf.summary``)
 and appends it to ``<logdir>/scalars.jsonl`` as
 ``{"step": int, "tag": str, "value": float, "wall_time": float}`` (``tfreid.runs.scalar_line``),
 so plotting tools read curves without the TensorBoard reader (``tfreid.runs.read_scalars``).
+Images (ranked lists, attention), text (the resolved config) and hparams go to TensorBoard only
+(`ScalarLogger.images`, `.text`, `.hparams`; open with ``tensorboard --logdir runs/``).
 :class:`RunningStats` keeps the per-step losses/timings the trainer logs as window means.
 
 Example:
@@ -73,6 +75,28 @@ class ScalarLogger:
             self._jsonl.write("\n".join(lines) + "\n")
             self._jsonl.flush()
 
+    def images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """Writes each uint8 ``[H, W, 3]`` picture of `images` (tag -> array) at `step`."""
+        with self._writer.as_default(step=int(step)):
+            for tag, image in images.items():
+                tf.summary.image(tag, np.asarray(image, np.uint8)[None], max_outputs=1)
+        self._writer.flush()
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        """Writes `text` (Markdown; TensorBoard's Text tab) under `tag` at `step`."""
+        with self._writer.as_default(step=int(step)):
+            tf.summary.text(tag, tf.constant(text))
+        self._writer.flush()
+
+    def hparams(self, hparams: dict) -> None:
+        """Records the run's hyperparameters (TensorBoard's HParams tab); values are numbers,
+        booleans or strings."""
+        from tensorboard.plugins.hparams import api as hp
+
+        with self._writer.as_default(step=0):
+            hp.hparams(hparams)
+        self._writer.flush()
+
     def close(self) -> None:
         """Flushes and closes both files (idempotent)."""
         if self._jsonl is not None:
@@ -87,6 +111,9 @@ class NullLogger:
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         """Discards ``scalars``."""
+
+    def images(self, step: int, images: dict) -> None:
+        """Discards ``images``."""
 
     def close(self) -> None:
         """Nothing to close."""

@@ -133,7 +133,8 @@ class Trainer:
         keep_checkpoints: how many checkpoints to keep.
         log_every: write scalars every N steps (values are means over the window).
         eval_every: run ``evaluate_fn`` every N epochs (0 = only at the end).
-        evaluate_fn: ``evaluate_fn(model) -> dict`` of metrics; scalars logged as ``eval/<key>``.
+        evaluate_fn: ``evaluate_fn(model) -> dict`` of metrics; scalars logged as ``eval/<key>``,
+            an ``"images"`` entry (``{tag: uint8 [H, W, 3]}``) as TensorBoard images.
         jit_compile: XLA-compile the per-replica step.
         sync_bn: switch every BatchNormalization layer to synchronized statistics.
         progress: show a `tfreid.progress.Progress` bar per epoch (chief only).
@@ -471,9 +472,11 @@ class Trainer:
             raise ValueError(f"evaluate_fn must return a dict of metrics; received "
                              f"{type(metrics).__name__}.")
         metrics = dict(metrics)
+        images = metrics.pop("images", None) or {}
         scalars = {}
         for key, value in metrics.items():
             if np.ndim(value) == 0 and isinstance(np.asarray(value).item(), (int, float)):
                 scalars[f"eval/{key}"] = float(value)
         logger.log(step, scalars)
+        logger.images(step, images)
         return metrics

@@ -1,15 +1,17 @@
 """`python -m tfreid.export`: export a training run for deployment, or publish it to a serving root.
 
-    python -m tfreid.export --run RUN [--to ROOT] [--format savedmodel|tflite|keras|all]
+    python -m tfreid.export --run RUN [--to ROOT] [--format savedmodel|tflite|keras|onnx|all]
         [--quantize none|float16|dynamic|int8|all ...] [--version N] [--checkpoint PATH]
         [--calibration-images 128] [--quiet]
 
 Without `--to`, writes into the run's own `export/` folder (where training put its SavedModel).
 With `--to ROOT` it publishes: `ROOT/<model>/<N+1>/` for the SavedModel (the TF Serving layout),
-TFLite and `.keras` files in the sibling folders `<model>-tflite/` and `<model>-keras/`; one
-version number for all, the next free one by default, never an existing one. Each version
-folder is written under a temporary name and renamed into place, so a TF Serving instance
-watching ROOT never sees a partial model. `--quantize` applies to TFLite (repeatable, or `all`);
+TFLite, `.keras` and `.onnx` files in the sibling folders `<model>-tflite/`, `<model>-keras/` and
+`<model>-onnx/`; one version number for all, the next free one by default, never an existing
+one. Each version folder is written under a temporary name and renamed into place, so a TF
+Serving instance watching ROOT never sees a partial model. `--format` takes a comma-separated
+list (`savedmodel,onnx`); `all` is SavedModel, TFLite and `.keras`; `onnx` needs
+`pip install 'tfreid[onnx]'` (tf2onnx). `--quantize` applies to TFLite (repeatable, or `all`);
 default `none` for `--format tflite` and all four variants for `--format all`. int8 calibrates
 on `--calibration-images` training images of the run's dataset (config.yaml).
 
@@ -25,7 +27,7 @@ import sys
 from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
 from tfreid.export import QUANTIZATIONS
 
-FORMATS = ("savedmodel", "tflite", "keras", "all")
+FORMATS = ("savedmodel", "tflite", "keras", "onnx", "all")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +58,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _resolve(args) -> tuple[list[str], list[str]]:
     from tfreid.checks import check_int
 
-    if args.format not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {args.format!r}")
-    formats = ["savedmodel", "tflite", "keras"] if args.format == "all" else [args.format]
-    quantize = args.quantize or (["all"] if args.format == "all" else ["none"])
+    requested = [f.strip() for f in args.format.split(",")]
+    bad = [f for f in requested if f not in FORMATS]
+    if bad:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)} (or a comma-separated "
+                         f"list); got {bad[0]!r}")
+    formats = list(dict.fromkeys(f for r in requested for f in (
+        ["savedmodel", "tflite", "keras"] if r == "all" else [r])))
+    if "onnx" in formats:
+        from tfreid.export.onnx_export import require_onnx
+
+        require_onnx()  # before any export is written
+    quantize = args.quantize or (["all"] if "all" in requested else ["none"])
     bad = [q for q in quantize if q not in (*QUANTIZATIONS, "all")]
     if bad:
         raise ValueError(f"--quantize must be among {', '.join(QUANTIZATIONS)}, all; got {bad[0]!r}")
@@ -82,7 +92,7 @@ def main(argv=None) -> int:
 
         written = export_run(args.run, formats, quantize, args.to, args.version,
                              args.checkpoint, args.calibration_images, verbose=not args.quiet)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
         return error(err)
     for label, path in written.items():
         print(f"{label:>16}: {path}")

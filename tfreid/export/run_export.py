@@ -6,10 +6,11 @@ one version number shared by every format written in one call):
     <output>/<model>/<version>/                 SavedModel, TF Serving layout
     <output>/<model>-tflite/<version>/<model>-<quantize>.tflite  (+ .json sidecar)
     <output>/<model>-keras/<version>/<model>.keras               (+ .json sidecar)
+    <output>/<model>-onnx/<version>/<model>.onnx                 (+ .json sidecar)
 
-TFLite and `.keras` files live in sibling folders because TF Serving loads every numeric folder
-under its base path. Every version folder is written under a temporary name beside its target
-and renamed into place, so a server polling `output` never sees a partial version.
+TFLite, `.keras` and `.onnx` files live in sibling folders because TF Serving loads every numeric
+folder under its base path. Every version folder is written under a temporary name beside its
+target and renamed into place, so a server polling `output` never sees a partial version.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pathlib
 import time
 
 from tfreid.data import build_dataset
-from tfreid.export import keras_file, savedmodel, tflite
+from tfreid.export import keras_file, onnx_export, savedmodel, tflite
 from tfreid.models import embedding_model
 from tfreid.runs import RunDir
 
@@ -46,7 +47,7 @@ def export_run(run_dir, formats, quantize=("none",), output=None, version=None,
 
     Args:
         run_dir: training run directory.
-        formats: subset of `("savedmodel", "tflite", "keras")`.
+        formats: subset of `("savedmodel", "tflite", "keras", "onnx")`.
         quantize: TFLite variants (subset of `tfreid.export.tflite.QUANTIZATIONS`).
         output: export root; default the run's `export/` folder.
         version: shared version number; default the next free one across the format folders.
@@ -78,13 +79,15 @@ def export_run(run_dir, formats, quantize=("none",), output=None, version=None,
     name, size = cfg.model.name, (cfg.data.height, cfg.data.width)
     output = run.export_root if output is None else pathlib.Path(output)
     dirs = {"savedmodel": output / name, "tflite": output / f"{name}-tflite",
-            "keras": output / f"{name}-keras"}
+            "keras": output / f"{name}-keras", "onnx": output / f"{name}-onnx"}
     if version is None:
         version = max(savedmodel.next_version(dirs[f]) for f in formats)
     for f in formats:  # fail before writing anything
         savedmodel.new_version_path(dirs[f], version)
     metadata = export_metadata(cfg, run, checkpoint, run.read_metrics())
     written = {}
+    # traced and frozen once for every TFLite variant and ONNX
+    frozen = tflite.frozen_function(embed, size) if {"tflite", "onnx"} & set(formats) else None
     if "savedmodel" in formats:
         stage(f"writing SavedModel {dirs['savedmodel'] / str(version)}")
         written["savedmodel"] = savedmodel.export_savedmodel(
@@ -96,7 +99,6 @@ def export_run(run_dir, formats, quantize=("none",), output=None, version=None,
             data = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
             calibration = tflite.representative_images(data.train, size, calibration_images,
                                                        seed=cfg.train.seed)
-        frozen = tflite.frozen_function(embed, size)  # traced once for every variant
         with savedmodel.version_dir(dirs["tflite"], version) as tmp:
             for q in quantize:
                 label = "float32" if q == "none" else q
@@ -115,4 +117,9 @@ def export_run(run_dir, formats, quantize=("none",), output=None, version=None,
         with savedmodel.version_dir(dirs["keras"], version) as tmp:
             keras_file.export_keras(embed, tmp / f"{name}.keras", size, metadata=metadata)
         written["keras"] = dirs["keras"] / str(version) / f"{name}.keras"
+    if "onnx" in formats:
+        stage(f"converting ONNX {dirs['onnx'] / str(version)}")
+        with savedmodel.version_dir(dirs["onnx"], version) as tmp:
+            onnx_export.export_onnx(embed, tmp / f"{name}.onnx", size, metadata=metadata, frozen=frozen)
+        written["onnx"] = dirs["onnx"] / str(version) / f"{name}.onnx"
     return {k: str(v) for k, v in written.items()}

@@ -168,7 +168,8 @@ def build_aanet(
         width_threshold: ``T_w``. Default 0.3 (paper).
         last_stride: stride of stage 4, 1 (default, 2x larger last maps) or 2.
         base_width: ResNet width (64 = ResNet-50; smaller for tests, same graph).
-        backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name.
+        backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name,
+            or ``"imagenet"`` (Keras's ResNet-50 file, downloaded once and cached).
         zero_init_residual: start every residual block as the identity (gamma of its last BN
             = 0): the from-scratch ResNet-50 then learns within a few epochs (Goyal et al.
             2017); loaded ``backbone_weights`` overwrite it. Default True.

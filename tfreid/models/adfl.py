@@ -124,7 +124,8 @@ def build_adfl(num_classes: int, input_shape=(384, 128, 3), attention: str | Non
         channel_reduction: MLP reduction of 2c. Default 16.
         kernel_size: convolution size of 2s. Default 3.
         base_width: ResNet width (64 = ResNet-50; smaller for tests, same graph).
-        backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name.
+        backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name,
+            or ``"imagenet"`` (Keras's ResNet-50 file, downloaded once and cached).
         zero_init_residual: start every residual block as the identity (gamma of its last BN
             = 0, `zero_init_residuals`), so a from-scratch ResNet-50 learns within a short run;
             loaded ``backbone_weights`` overwrite it. Default True.

@@ -25,7 +25,8 @@ def build_baseline(num_classes: int, input_shape=(384, 128, 3), bottleneck_dim: 
         bottleneck_dim: bottleneck FC width or None. Default 1024 (paper).
         last_stride: stride of stage 4, 1 (default) or 2.
         base_width: ResNet width (64 = ResNet-50; smaller for tests, same graph).
-        backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name.
+        backbone_weights: optional local ImageNet ``.h5`` loaded into the backbone by layer name,
+            or ``"imagenet"`` (Keras's ResNet-50 file, downloaded once and cached).
         zero_init_residual: as in `build_adfl`. Default True.
         name: model name.
 

@@ -117,7 +117,7 @@ def build_can(
         base_width: ResNet-50 width (64); smaller values give the same graph, narrower (tests).
         backbone_weights: optional local ImageNet ``.h5`` (Keras ``..._notop.h5`` or
             ``.weights.h5``) loaded by layer name into the shared stages and into EVERY stage-4
-            copy; never downloaded.
+            copy; or ``"imagenet"`` (Keras's ResNet-50 file, downloaded once and cached).
         zero_init_residual: start every residual block as the identity (gamma of its last BN
             = 0), which makes the from-scratch ResNet-50 learn much faster early on; loaded
             ``backbone_weights`` overwrite it. Default True.

@@ -157,7 +157,8 @@ def build_ccan(
         branch3_kernel: BN-Inception "5x5" branch kernel, 3 (default: the pretrained "GoogLeNet
             with BN" of torchvision, which the paper fine-tunes, has 3x3 there) or 5 (GoogLeNet).
         fc_bn: BN after FC_1 (default True, see above); False gives FC_1 as a bare Dense.
-        backbone_weights: optional local ``.h5`` of BN-Inception weights (by layer name).
+        backbone_weights: optional local ``.h5`` of BN-Inception weights (by layer name), or
+            ``"imagenet"`` (the converted PyTorch ImageNet checkpoint, `tfreid.models.convert`).
         name: model name.
 
     Returns:
@@ -193,7 +194,7 @@ def build_ccan(
         raise ValueError(f"use_cc=True needs the local branch (CC-attention sits in the part "
                          f"streams), received branches={branches!r}; pass use_cc=False.")
     input_shape = _check_input_shape(input_shape, num_parts)
-    check_weights_path(backbone_weights)
+    backbone_weights = check_weights_path(backbone_weights)
 
     inputs = keras.Input(shape=input_shape, name="images")
     outputs, embedding = {}, []
@@ -235,5 +236,6 @@ def build_ccan(
     if backbone_weights is not None:
         from tfreid.models.backbones.weights import load_backbone_weights
 
-        load_backbone_weights(model, backbone_weights, prefixes=("", *(f"part{s}_" for s in range(1, num_parts + 1))))
+        load_backbone_weights(model, backbone_weights, backbone="bn_inception",
+                              prefixes=("", *(f"part{s}_" for s in range(1, num_parts + 1))))
     return model

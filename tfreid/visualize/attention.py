@@ -300,6 +300,16 @@ def compute_attention(model, images: np.ndarray, batch_size: int = 32) -> dict[s
     return {k: np.concatenate([np.asarray(c[k], np.float32) for c in chunks]) for k in chunks[0]}
 
 
+def render_attention_rows(model, pixels: np.ndarray, titles, zoom: int | None = None) -> list:
+    """One `render_attention` picture per image of ``pixels`` (float ``[n, H, W, 3]`` in 0..255)
+    with ``model``'s attention outputs; ``titles`` gives each picture's header line."""
+    outputs = compute_attention(model, pixels)
+    scales, extents = region_scales(model), map_extents(model)
+    return [render_attention(draw.to_uint8(pixels[i]), {k: v[i] for k, v in outputs.items()},
+                             scales, zoom, title=title, extents=extents)
+            for i, title in enumerate(titles)]
+
+
 def write_attention(run_dir, images=None, output_dir=None, *, num_images: int = 8,
                     zoom: int | None = None, checkpoint: str | None = None) -> list[pathlib.Path]:
     """Renders the attention of a run's model for some images.
@@ -322,19 +332,15 @@ def write_attention(run_dir, images=None, output_dir=None, *, num_images: int = 
     paths = _image_paths(images) if images else _dataset_images(cfg, num_images)
     size = (cfg.data.height, cfg.data.width)
     pixels = draw.load_images(paths, size)
-    outputs = compute_attention(model, pixels)
-    scales, extents = region_scales(model), map_extents(model)
+    pictures = render_attention_rows(model, pixels, [f"{cfg.model.name}: {pathlib.Path(path).name}"
+                                                     for path in paths], zoom)
     output_dir = pathlib.Path(output_dir or pathlib.Path(run_dir) / "visualize" / "attention")
     output_dir.mkdir(parents=True, exist_ok=True)
-    written, pictures = [], []
-    for i, path in enumerate(paths):
-        picture = render_attention(draw.to_uint8(pixels[i]), {k: v[i] for k, v in outputs.items()},
-                                   scales, zoom, title=f"{cfg.model.name}: {pathlib.Path(path).name}",
-                                   extents=extents)
+    written = []
+    for path, picture in zip(paths, pictures):
         target = output_dir / f"attention_{draw.safe_name(path)}.png"
         picture.save(target)
         written.append(target)
-        pictures.append(picture)
     grid = output_dir / "attention_grid.png"
     draw.stack_rows(pictures).save(grid)
     return written + [grid]

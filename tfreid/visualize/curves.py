@@ -71,8 +71,10 @@ def load_curves(run_dir) -> Curves:
     init, final = run.read_metrics(init=True), run.read_metrics()
     retrieval = {}
     for key, _ in RETRIEVAL:
-        points = [(0, init[key])] if key in init else []
-        points += scalars.get(f"eval/{key}", [])
+        logged_points = scalars.get(f"eval/{key}", [])
+        # runs since the TensorBoard step-0 logging carry the random-init point themselves
+        points = [(0, init[key])] if key in init and not any(s == 0 for s, _ in logged_points) else []
+        points += logged_points
         if key in final and "steps" in final:
             logged = {int(s) for s, _ in scalars.get(f"eval/{key}", [])}
             if int(final["steps"]) not in logged:

@@ -274,12 +274,9 @@ def render_ranked_list(query_image: np.ndarray, gallery_images, matches, caption
     return canvas
 
 
-def write_ranked_lists(lists: RankedLists, output_dir, cell_size=(128, 64)) -> list[pathlib.Path]:
-    """Renders every list of ``lists`` to ``output_dir/q<index>_<name>.png``, all of them stacked
-    in ``ranks_grid.png``, and the lists as data in ``ranks.json``; returns the paths written."""
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written, pictures, records = [], [], []
+def render_ranked_lists(lists: RankedLists, cell_size=(128, 64)) -> list[Image.Image]:
+    """One `render_ranked_list` picture per query of ``lists`` (images read from their paths)."""
+    pictures = []
     for i, q in enumerate(lists.query):
         shown = lists.indices[i][lists.indices[i] >= 0]
         images = draw.to_uint8(draw.load_images([q.path] + [lists.gallery[j].path for j in shown],
@@ -290,12 +287,23 @@ def write_ranked_lists(lists: RankedLists, output_dir, cell_size=(128, 64)) -> l
         title = (f"query {lists.query_index[i]}: {pathlib.Path(q.path).name}  "
                  f"AP {100 * lists.ap[i]:.1f}%  first match at rank {lists.first_match[i]}  "
                  f"({lists.metric})")
-        picture = render_ranked_list(images[0], images[1:], lists.matches[i][:len(shown)],
-                                     captions, ("query", f"id {q.pid} c{q.camid + 1}"), title)
+        pictures.append(render_ranked_list(images[0], images[1:], lists.matches[i][:len(shown)],
+                                           captions, ("query", f"id {q.pid} c{q.camid + 1}"), title))
+    return pictures
+
+
+def write_ranked_lists(lists: RankedLists, output_dir, cell_size=(128, 64)) -> list[pathlib.Path]:
+    """Renders every list of ``lists`` to ``output_dir/q<index>_<name>.png``, all of them stacked
+    in ``ranks_grid.png``, and the lists as data in ``ranks.json``; returns the paths written."""
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written, records = [], []
+    pictures = render_ranked_lists(lists, cell_size)
+    for i, (q, picture) in enumerate(zip(lists.query, pictures)):
+        shown = lists.indices[i][lists.indices[i] >= 0]
         path = output_dir / f"q{lists.query_index[i]:05d}_{draw.safe_name(q.path)}.png"
         picture.save(path)
         written.append(path)
-        pictures.append(picture)
         records.append({
             "query_index": int(lists.query_index[i]), "path": str(q.path), "pid": int(q.pid),
             "camid": int(q.camid), "ap": None if np.isnan(lists.ap[i]) else float(lists.ap[i]),

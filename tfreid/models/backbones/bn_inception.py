@@ -65,10 +65,11 @@ def check_branch3_kernel(kernel):
 
 
 def check_weights_path(weights):
-    """Fail before building (tens of seconds) when the weights file cannot be there."""
-    if weights is not None and not os.path.isfile(weights):
-        raise FileNotFoundError(f"backbone weights file {weights!r} does not exist (weights are never "
-                                f"downloaded; pass a local .h5 file)")
+    """Fail before building (tens of seconds) when the weights file cannot be there; returns the
+    local file (``"imagenet"``: the converted file in the Keras cache) or ``None``."""
+    from tfreid.models.backbones.weights import resolve_backbone_weights
+
+    return resolve_backbone_weights(weights, "bn_inception")
 
 
 def scaled(channels: int, width_multiplier: float) -> int:
@@ -143,8 +144,9 @@ def build_bn_inception(input_shape=(256, 128, 3), width_multiplier: float = 1.0,
         input_shape: ``(H, W, 3)`` of the normalised float input. Default ``(256, 128, 3)``.
         width_multiplier: scales every width (1.0 = BN-Inception; e.g. 0.25 for tests).
         branch3_kernel: 3 (torchvision's GoogLeNet, default) or 5 (GoogLeNet paper).
-        weights: ``None`` (random initialisation) or the path of a local ``.h5`` file (Keras
-            legacy or ``.weights.h5``) whose layer names follow this module; never downloaded.
+        weights: ``None`` (random initialisation), the path of a local ``.h5`` file (Keras
+            legacy or ``.weights.h5``) whose layer names follow this module, or ``"imagenet"``
+            (the file `tfreid.models.convert` writes from the PyTorch checkpoint).
         name: model name.
 
     Returns:
@@ -164,7 +166,7 @@ def build_bn_inception(input_shape=(256, 128, 3), width_multiplier: float = 1.0,
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
     if len(shape) != 3 or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape):
         raise ValueError(f"`input_shape` must be (H, W, C) positive integers, received input_shape={input_shape!r}.")
-    check_weights_path(weights)
+    weights = check_weights_path(weights)
     inputs = keras.Input(shape=shape, name="images")
     x = bn_inception_stem(inputs, width_multiplier)
     outputs = {}
@@ -175,5 +177,5 @@ def build_bn_inception(input_shape=(256, 128, 3), width_multiplier: float = 1.0,
     if weights is not None:
         from tfreid.models.backbones.weights import load_backbone_weights
 
-        load_backbone_weights(model, weights)
+        load_backbone_weights(model, weights, backbone="bn_inception")
     return model

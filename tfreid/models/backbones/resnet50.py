@@ -120,7 +120,7 @@ def build_resnet50(input_shape=(256, 128, 3), last_stride: int = 2, base_width: 
         last_stride: stride of stage 4, 2 as in ImageNet ResNet-50 or 1 as in ReID models.
         base_width: 64 for ResNet-50; smaller values give the same graph, narrower (tests).
         weights: optional local ``.h5`` file (Keras's ``..._notop.h5`` or a ``.weights.h5``) loaded
-            by layer name; never downloaded.
+            by layer name, or ``"imagenet"`` (Keras's file, downloaded once and cached).
         name: model name.
 
     Returns:
@@ -162,8 +162,9 @@ def resnet50_model(inputs, outputs, name: str, zero_init_residual: bool = False,
     Args:
         inputs, outputs, name: as for `keras.Model`.
         zero_init_residual: start every residual block as the identity (`zero_init_residuals`).
-        backbone_weights: optional local ImageNet ``.h5`` file loaded by layer name afterwards
-            (it overwrites the zero initialisation).
+        backbone_weights: optional local ImageNet ``.h5`` file, or ``"imagenet"`` (Keras's
+            file, downloaded once and cached), loaded by layer name afterwards (it overwrites the
+            zero initialisation).
         prefixes: layer-name prefixes of the backbone copies (`load_backbone_weights`).
     """
     model = keras.Model(inputs, outputs, name=name)

@@ -1,4 +1,10 @@
-"""Load backbone weights from a local ``.h5`` file by layer name (ImageNet files; never downloaded).
+"""Backbone weights by layer name: a local ``.h5`` file, or ``"imagenet"``.
+
+``"imagenet"`` (`resolve_backbone_weights`) means, for ResNet-50, Keras's own ImageNet file
+(``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``), fetched once through
+``keras.utils.get_file`` with keras.applications' URL and hash and cached in
+``$KERAS_HOME/models`` (default ``~/.keras/models``); for BN-Inception, the file
+`tfreid.models.convert` writes there from the PyTorch checkpoint (nothing to download).
 
 Two layouts are read, both with h5py:
 - Keras's legacy HDF5 (``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, ``model.save("x.h5")``):
@@ -10,10 +16,73 @@ Two layouts are read, both with h5py:
 from __future__ import annotations
 
 import os
+import re
 
 import h5py
 import keras
 import numpy as np
+
+
+IMAGENET = "imagenet"
+# keras.applications.ResNet50(include_top=False, weights="imagenet"): same URL, same md5.
+RESNET50_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+RESNET50_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{RESNET50_FILE}"
+RESNET50_HASH = "4d473c1dd8becc155b73f8504c6f6626"
+BN_INCEPTION_FILE = "tfreid_bn_inception_imagenet.weights.h5"  # written by tfreid.models.convert
+# Layer names each backbone's weights file must cover (after a branch prefix): a model layer of
+# that name with no weights in the file is an error, not a silently random backbone layer.
+BACKBONE_LAYERS = {"resnet50": re.compile(r"conv1_(conv|bn)|conv[2-5]_block\d+_\d_(conv|bn)"),
+                   "bn_inception": re.compile(r"conv[1-3]_(conv|bn)|inception\d[a-e]_branch\d(_\d)?_(conv|bn)")}
+
+
+# The pretrained backbone of each registered model (HA-CNN trains from scratch, as its paper).
+MODEL_BACKBONES = {"ccan": "bn_inception", "can": "resnet50", "adfl": "resnet50",
+                   "aanet": "resnet50", "baseline": "resnet50"}
+
+
+def keras_cache_dir() -> str:
+    """Where ``keras.utils.get_file(..., cache_subdir="models")`` keeps files."""
+    return os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models")
+
+
+def resolve_backbone_weights(weights: str | None, backbone: str = "resnet50") -> str | None:
+    """The local file behind a ``backbone_weights`` value (``None``, a path or ``"imagenet"``).
+
+    Args:
+        weights: ``None`` (random initialisation), a local ``.h5`` path, or ``"imagenet"``.
+        backbone: ``"resnet50"`` (downloads Keras's ImageNet file on first use, then reads the
+            cache) or ``"bn_inception"`` (the converted file in the Keras cache).
+
+    Raises:
+        FileNotFoundError: the path does not exist; or ``"imagenet"`` cannot be fetched (offline)
+            or has not been converted; the message says where to put the file.
+    """
+    if weights is None:
+        return None
+    if backbone not in BACKBONE_LAYERS:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONE_LAYERS)}, received {backbone!r}")
+    if weights != IMAGENET:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"backbone weights file {weights!r} does not exist (pass a "
+                                    f"local .h5 file or 'imagenet')")
+        return weights
+    if backbone == "bn_inception":
+        path = os.path.join(keras_cache_dir(), BN_INCEPTION_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"backbone_weights 'imagenet' for BN-Inception reads {path}, which does not exist: "
+                f"convert the PyTorch ImageNet checkpoint once with `python -m tfreid.models.convert "
+                f"googlenet-1378be20.pth` (docs/weights.md), or pass the converted file's path")
+        return path
+    try:
+        return keras.utils.get_file(RESNET50_FILE, RESNET50_URL, cache_subdir="models",
+                                    file_hash=RESNET50_HASH)
+    except Exception as err:  # URL/HTTP errors offline, or a hash mismatch: one clear message
+        target = os.path.join(keras_cache_dir(), RESNET50_FILE)
+        raise FileNotFoundError(
+            f"cannot fetch the ImageNet ResNet-50 weights ({type(err).__name__}: {err}). Offline, "
+            f"download {RESNET50_URL} elsewhere and put it at {target} (Keras's cache, md5 "
+            f"{RESNET50_HASH}), or pass its path as model.backbone_weights") from None
 
 
 def _decode(value) -> str:
@@ -23,8 +92,8 @@ def _decode(value) -> str:
 def read_weights_by_layer(path: str) -> dict[str, list[np.ndarray]]:
     """``{layer_name: [arrays in the layer's variable order]}`` for every layer with weights."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone weights file {path!r} does not exist (weights are "
-                                f"never downloaded; pass a local .h5 file)")
+        raise FileNotFoundError(f"backbone weights file {path!r} does not exist (pass a local "
+                                f".h5 file or 'imagenet')")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -52,26 +121,40 @@ def read_weights_by_layer(path: str) -> dict[str, list[np.ndarray]]:
                      f"attribute nor a Keras 3 'layers/' group")
 
 
-def load_backbone_weights(model: keras.Model, path: str, prefixes=("",)) -> list[str]:
+def load_backbone_weights(model: keras.Model, path: str, prefixes=("",),
+                          backbone: str = "resnet50") -> list[str]:
     """Copy weights from `path` into `model`'s layers with the same name (after a prefix).
 
     A model layer named ``prefix + name`` for a `prefix` in `prefixes` receives the file's weights
     of layer ``name``; so unshared per-branch copies of a stage (``part3_conv5_block1_1_conv``) all
     start from the same pretrained stage. Layers absent from the file (heads, attention) keep their
-    initialisation.
+    initialisation; a layer named like a `backbone` layer must be in the file.
+
+    Args:
+        model: the model to fill.
+        path: local ``.h5`` file or ``"imagenet"`` (`resolve_backbone_weights`).
+        prefixes: layer-name prefixes of the backbone copies.
+        backbone: ``"resnet50"`` or ``"bn_inception"``.
 
     Returns:
         The names of the model layers that were loaded.
 
     Raises:
-        FileNotFoundError: `path` does not exist.
-        ValueError: nothing matched, or a matched layer's weight shapes differ from the file's
-            (e.g. a ``base_width`` other than 64 or a conv without bias).
+        FileNotFoundError: `path` does not exist (or ``"imagenet"`` cannot be fetched).
+        ValueError: nothing matched, a backbone layer is missing from the file, or a matched
+            layer's weight shapes differ from the file's (e.g. a ``base_width`` other than 64 or a
+            conv without bias); the message names the layer.
     """
+    path = resolve_backbone_weights(path, backbone)
     stored = read_weights_by_layer(path)
     loaded = []
     for layer in model.layers:
         for prefix in prefixes:
+            stem = layer.name[len(prefix):]
+            if layer.name.startswith(prefix) and layer.weights and stem not in stored \
+                    and BACKBONE_LAYERS[backbone].fullmatch(stem):
+                raise ValueError(f"backbone weights file {path!r} has no weights for backbone "
+                                 f"layer {layer.name!r} (looked for {stem!r})")
             if not layer.name.startswith(prefix) or layer.name[len(prefix):] not in stored:
                 continue
             arrays = stored[layer.name[len(prefix):]]
