@@ -26,7 +26,9 @@ would miss truncated files), and the survivors are scattered back into place, gi
   batch a bad row is replaced by a good row of the *same identity group* of that batch (so the
   batch keeps P*K images and correct labels; the copy shares its source row's augmentation). If all
   K rows of a group are bad, the group is replaced by the first good group of the batch (label
-  included, so that batch has a repeated identity). A batch with no good image at all is dropped.
+  included, so that batch has a repeated identity). A batch with no good image at all stops
+  iteration with an error naming its first file (dropping it would spin forever when every
+  image is bad). ``tfreid.data.screen`` removes files with a bad size or markers before this.
   Evaluation batches keep a mean-colour placeholder (normalised value 0) in the bad image's slot so
   features stay aligned with the sample list; look the path up in the report to discard it.
 
@@ -53,8 +55,8 @@ from tfreid.data.sampler import PKSampler, RandomSampler
 from tfreid.data.transforms import AugmentConfig, augment_batch, resize_size
 from tfreid.preprocessing import MEAN_PIXEL, load_image, normalize
 
-__all__ = ["BadImageError", "BadImageReport", "build_eval_dataset", "build_train_dataset",
-           "iterate_checked"]
+__all__ = ["BadImageError", "BadImageReport", "as_bad_image_error", "build_eval_dataset",
+           "build_train_dataset", "iterate_checked"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 # TF escapes quotes and non-ASCII bytes in assertion messages (C escapes), so the path is
@@ -287,16 +289,20 @@ def build_train_dataset(
                     images = augment_batch(images, size, augment, seed=key)
             images = normalize(images)
         if on_bad_image == "skip":
-            images, labels = _repair_batch(images, labels, ok, sampler.p, sampler.k)
-        return images, labels, tf.reduce_any(ok)
+            # Dropping an all-bad batch would spin forever on an all-bad dataset: stop instead.
+            message = tf.strings.join([_BAD_PREFIX, paths[0], ">: every image of training batch ",
+                                       tf.strings.as_string(batch), " is unreadable (",
+                                       f"{pk} images); check the dataset with "
+                                       "python -m tfreid.data.check"])
+            with tf.control_dependencies([tf.debugging.Assert(tf.reduce_any(ok), [message])]):
+                images, labels = _repair_batch(images, labels, ok, sampler.p, sampler.k)
+        return images, labels
 
     # Whole batches are loaded in parallel: reordering (deterministic=False) never mixes batches.
     ds = rows.interleave(load, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
     ds = ds.map(finish, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
-    if on_bad_image == "skip":
-        ds = ds.filter(lambda images, labels, any_ok: any_ok)
-    ds = ds.map(lambda images, labels, any_ok: (tf.ensure_shape(images, (pk, *size, 3)),
-                                                tf.ensure_shape(labels, (pk,))))
+    ds = ds.map(lambda images, labels: (tf.ensure_shape(images, (pk, *size, 3)),
+                                        tf.ensure_shape(labels, (pk,))))
     ds = _with_options(ds.prefetch(_AUTOTUNE), deterministic)
     ds.bad_image_report = report
     return ds
@@ -367,10 +373,18 @@ def iterate_checked(dataset: Iterable) -> Iterator:
         except StopIteration:
             return
         except tf.errors.InvalidArgumentError as err:
-            match = _BAD_RE.search(err.message)
-            if match is None:
+            bad = as_bad_image_error(err)
+            if bad is None:
                 raise
-            unescape = lambda text: codecs.escape_decode(text.encode())[0].decode(errors="replace")
-            line = err.message[match.start():].split("\n")[0].rstrip("]")
-            raise BadImageError(unescape(match.group(1)), unescape(line)) from None
+            raise bad from None
         yield element
+
+
+def as_bad_image_error(err: Exception) -> BadImageError | None:
+    """The :class:`BadImageError` a pipeline assertion `err` carries, or ``None``."""
+    match = _BAD_RE.search(getattr(err, "message", ""))
+    if not isinstance(err, tf.errors.InvalidArgumentError) or match is None:
+        return None
+    unescape = lambda text: codecs.escape_decode(text.encode())[0].decode(errors="replace")
+    line = err.message[match.start():].split("\n")[0].rstrip("]")
+    return BadImageError(unescape(match.group(1)), unescape(line))
