@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import sys
 
 from tfreid import config as config_lib
+from tfreid.cli import run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -86,7 +86,11 @@ def _run_dir(args, cfg) -> pathlib.Path:
 def prepare(args):
     """Everything that can fail on bad input, before any training work: config, data, paths."""
     from tfreid.data import build_dataset
+    from tfreid.data.screen import screen_dataset
+    from tfreid.losses import check_loss
     from tfreid.models import available_models
+    from tfreid.models.registry import check_overrides
+    from tfreid.runs import RunDir
 
     if args.model and args.model not in available_models():
         raise ValueError(f"unknown model {args.model!r}; available models: "
@@ -113,35 +117,41 @@ def prepare(args):
     if chief and not args.resume and (run_dir / "checkpoints").is_dir():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it "
                               "or choose another --output")
+    if args.resume:  # damaged run files stop the run now, not at its end
+        RunDir(run_dir).read_metrics(init=True)
     cfg.output_dir = str(run_dir)
+    check_overrides(cfg.model.name, cfg.model.kwargs)
+    for i, term in enumerate(cfg.losses):
+        try:
+            check_loss(term.type, term.kwargs)
+        except ValueError as err:
+            raise ValueError(f"losses[{i}] ({term.name}): {err}") from None
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
+    dataset, skipped = screen_dataset(dataset, cfg.data.on_bad_image, cfg.data.max_bad_fraction)
     if len(dataset.train) < cfg.batch_size:
         raise ValueError(f"{cfg.data.dataset}: {len(dataset.train)} training images is fewer "
                          f"than one batch of P*K = {cfg.batch_size}")
     if dataset.num_train_pids < cfg.data.p:
         raise ValueError(f"{cfg.data.dataset}: {dataset.num_train_pids} training identities is "
                          f"fewer than data.p = {cfg.data.p}")
-    return cfg, dataset, run_dir
+    return cfg, dataset, run_dir, skipped.get("train", [])
 
 
-def train(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
-    """Train, evaluate and export as `cfg` says; returns the final metrics dict."""
+def train(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, skipped=()) -> dict:
+    """Train, evaluate and export as `cfg` says; returns the final metrics dict. `skipped`:
+    training files the up-front screening left out (reported with the run's bad images)."""
     from tfreid.engine import session
 
-    return session.run(cfg, dataset, run_dir, resume=resume)
+    return session.run(cfg, dataset, run_dir, resume=resume, skipped=skipped)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    debug = bool(os.environ.get("TFREID_DEBUG"))
-    try:
-        cfg, dataset, run_dir = prepare(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    metrics = train(cfg, dataset, run_dir, resume=args.resume)
+    return run_cli(_main, parse_args(argv))
+
+
+def _main(args) -> int:
+    cfg, dataset, run_dir, skipped = prepare(args)
+    metrics = train(cfg, dataset, run_dir, resume=args.resume, skipped=skipped)
     if metrics.get("stopped_early"):
         print(f"stopped early ({metrics['stopped_early']}) at step {metrics['steps']}; "
               f"continue with: python -m tfreid.train --resume --output {run_dir}")

@@ -56,7 +56,7 @@ from tfreid.data.transforms import AugmentConfig, augment_batch, resize_size
 from tfreid.preprocessing import MEAN_PIXEL, load_image, normalize
 
 __all__ = ["BadImageError", "BadImageReport", "as_bad_image_error", "build_eval_dataset",
-           "build_train_dataset", "iterate_checked"]
+           "build_train_dataset", "iterate_checked", "load_batch"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 # TF escapes quotes and non-ASCII bytes in assertion messages (C escapes), so the path is
@@ -122,16 +122,18 @@ class BadImageReport:
         return f"BadImageReport(count={self.count}, occurrences={self.occurrences})"
 
 
-def _load_batch(paths: tf.Tensor, size: tuple[int, int]) -> tf.data.Dataset:
+def load_batch(paths: tf.Tensor, size: tuple[int, int], load=load_image) -> tf.data.Dataset:
     """One element ``(images [n, h, w, 3] float32 in [0, 255], ok [n] bool)`` for ``paths [n]``.
 
-    Each image is decoded in a nested dataset under ``ignore_errors()``: failed images simply do
-    not arrive, the survivors carry their position and are scattered into a batch of mean-colour
-    placeholders. A trailing empty element covers the case where every image failed.
+    Each image is decoded (``load(item, size)``: a file path by default, or encoded bytes with
+    ``tfreid.preprocessing.decode_resize``) in a nested dataset under ``ignore_errors()``: failed
+    images simply do not arrive, the survivors carry their position and are scattered into a
+    batch of mean-colour placeholders. A trailing empty element covers the case where every
+    image failed.
     """
     n = tf.shape(paths)[0]
     items = tf.data.Dataset.from_tensor_slices((paths, tf.range(n)))
-    items = items.map(lambda path, pos: (load_image(path, size), pos))
+    items = items.map(lambda path, pos: (load(path, size), pos))
     good = items.ignore_errors().batch(tf.cast(n, tf.int64))
     empty = tf.data.Dataset.from_tensors((tf.zeros((0, *size, 3)), tf.zeros((0,), tf.int32)))
 
@@ -272,7 +274,7 @@ def build_train_dataset(
     rows = tf.data.Dataset.zip(tf.data.Dataset.range(int(start_step), np.iinfo(np.int64).max), rows)
 
     def load(batch, indices):
-        return _load_batch(tf.gather(paths_t, indices), load_size).map(
+        return load_batch(tf.gather(paths_t, indices), load_size).map(
             lambda images, ok: (batch, images, ok, tf.gather(paths_t, indices), tf.gather(labels_t, indices)))
 
     def finish(batch, images, ok, paths, labels):
@@ -346,7 +348,7 @@ def build_eval_dataset(
             return normalize(images) if normalized else images
 
     ds = tf.data.Dataset.from_tensor_slices(paths).batch(int(batch_size))
-    ds = ds.interleave(lambda batch: _load_batch(batch, size).map(lambda im, ok: (im, ok, batch)),
+    ds = ds.interleave(lambda batch: load_batch(batch, size).map(lambda im, ok: (im, ok, batch)),
                        num_parallel_calls=_AUTOTUNE, deterministic=True)
     ds = ds.map(finish, num_parallel_calls=_AUTOTUNE, deterministic=True)
     ds = _with_options(ds.prefetch(_AUTOTUNE), True)

@@ -91,9 +91,31 @@ def evaluate_model(model, dataset, cfg) -> dict:
         batch_size=cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image)
 
 
-def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
+class BadImageWatch:
+    """Scalars hook of the Trainer: ``num_bad_images``, a warning line when the count grows,
+    and ValueError once more than ``data.max_bad_fraction`` of the training files are bad."""
+
+    def __init__(self, report: BadImageReport, num_files: int, max_fraction: float):
+        self.report, self.num_files, self.max_fraction = report, num_files, max_fraction
+        self._reported = report.count
+
+    def __call__(self) -> dict:
+        count = self.report.count
+        if count > self._reported:
+            print(f"\nwarning: {self.report.summary(3)}")
+            self._reported = count
+        if count > self.max_fraction * self.num_files:
+            raise ValueError(f"{count} of {self.num_files} training images are unreadable, more "
+                             f"than data.max_bad_fraction={self.max_fraction}: "
+                             f"{', '.join(self.report.paths[:3])}; check the dataset with "
+                             "python -m tfreid.data.check")
+        return {"num_bad_images": count}
+
+
+def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, skipped=()) -> dict:
     """Trains/evaluates/exports one run. In multi-worker training only the chief writes files
-    and evaluates; the other workers return ``{"steps", "epoch", ..., "is_chief": False}``."""
+    and evaluates; the other workers return ``{"steps", "epoch", ..., "is_chief": False}``.
+    `skipped`: training files already left out by `tfreid.data.screen` (reported as bad)."""
     strategy = setup_runtime(cfg)
     chief = worker_info(strategy).is_chief
     files = RunDir.create(run_dir, cfg, dataset.num_train_pids) if chief else RunDir(run_dir)
@@ -114,6 +136,8 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
 
     with strategy.scope():  # stateful losses (center loss) create mirrored variables
         loss_terms = build_loss_terms(cfg, dataset.num_train_pids)
+    bad_images = BadImageReport()
+    bad_images.add_all(skipped)
     trainer = Trainer(
         strategy=strategy, model_fn=model_fn,
         optimizer_fn=lambda: build_optimizer(cfg.optim, steps_per_epoch, total_steps),
@@ -124,14 +148,14 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
         log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
         evaluate_fn=lambda model: evaluate_model(model, dataset, cfg),
         jit_compile=cfg.train.jit, sync_bn=cfg.train.sync_bn,
-        epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs))
+        epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs),
+        scalars_fn=BadImageWatch(bad_images, len(dataset.train) + len(skipped),
+                                 cfg.data.max_bad_fraction))
     start_step = trainer.restore() if resume else 0
 
     if chief and cfg.train.eval_at_start and start_step == 0 and not files.has_metrics(init=True):
         print("Evaluating the randomly initialised network for reference ...")
         files.write_metrics(evaluate_model(trainer.model, dataset, cfg), init=True)
-
-    bad_images = BadImageReport()
 
     def dataset_fn(start):
         return build_train_dataset(
@@ -141,12 +165,14 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False) -> dict:
             report=bad_images, random_erasing_start_epoch=cfg.data.random_erasing_start_epoch,
             sampler=cfg.data.sampler)
 
-    result = trainer.fit(dataset_fn)
-    if chief:
-        files.write_bad_images(bad_images.paths)
+    try:
+        result = trainer.fit(dataset_fn)
+    finally:  # also when bad images stop the run
+        if chief:
+            files.write_bad_images(bad_images.paths)
     summary = {"steps": result.steps, "epoch": round(result.epochs, 3),
                "images_per_second": round(result.images_per_second, 1),
-               "stopped_early": result.stopped_early}
+               "stopped_early": result.stopped_early, "num_bad_images": bad_images.count}
     if result.stopped_early:
         return summary
     if not chief:
