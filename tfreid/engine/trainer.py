@@ -355,8 +355,8 @@ class Trainer:
         """
         start = int(self.step.numpy())
         iterator = self._make_iterator(dataset_fn, start) if start < self.total_steps else None
-        logger = (ScalarLogger(os.path.join(self.output_dir, "logs")) if self.is_chief
-                  else NullLogger())
+        logger = (ScalarLogger(os.path.join(self.output_dir, "logs"), resume_step=start)
+                  if self.is_chief else NullLogger())
         stop = StopSignals()
         run = RunningStats(len(self._names), warmup_steps=_WARMUP_STEPS)
         eval_metrics, evaluated_at = {}, None
