@@ -262,6 +262,9 @@ def merge(base: dict, update: dict) -> dict:
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
+        elif isinstance(value, dict) and out.get(key) is not None:
+            # Replacing it would silently turn e.g. `data: 5` into the defaults.
+            raise ValueError(f"config: {key} must be a mapping, got {out[key]!r:.80}")
         else:
             out[key] = value
     return out
