@@ -63,7 +63,7 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path):
 def test_loss_on_a_missing_output_stops_before_the_random_init_evaluation(
         capsys, monkeypatch, tmp_path, market):
     argv = ["--model", "hacnn", "--dataset", "market1501", "--data-root", str(market),
-            "--set", "model.kwargs={widths: [8, 8, 8], feature_dim: 8}", "--set", "data.p=2",
+            "--set", "model.kwargs={widths: [16, 16, 16], feature_dim: 8}", "--set", "data.p=2",
             "--set", "losses=[{name: ce, type: cross_entropy, output: logits/nope}]",
             "--output", str(tmp_path / "run"), "--no-export"]
     err, out = _run(train.main, argv, capsys, monkeypatch, tmp_path)
