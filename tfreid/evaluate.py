@@ -58,7 +58,8 @@ def _main(args) -> int:
         root, kwargs = args.data_root or cfg.data.root, cfg.data.kwargs
     dataset = _load_dataset(build_dataset, name, root, kwargs)
     on_bad_image = args.on_bad_image or cfg.data.on_bad_image
-    dataset, skipped = screen_dataset(dataset, on_bad_image, cfg.data.max_bad_fraction)
+    dataset, skipped = screen_dataset(dataset, on_bad_image, cfg.data.max_bad_fraction,
+                                      splits=("query", "gallery"))
     cfg, model, checkpoint = run.load(args.checkpoint)  # after the cheap checks above
     flip = cfg.eval.flip if args.flip is None else args.flip
     result = evaluator.evaluate(

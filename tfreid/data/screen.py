@@ -67,9 +67,9 @@ def file_problem(path: str) -> str | None:
     return f"not a JPEG/PNG/BMP/GIF image (first bytes {head[:8]!r})"
 
 
-def screen_dataset(dataset: ReIDDataset, policy: str = "error",
-                   max_bad_fraction: float = 0.05) -> tuple[ReIDDataset, dict[str, list[str]]]:
-    """Check every file of `dataset` once; see the module docstring for the policies.
+def screen_dataset(dataset: ReIDDataset, policy: str = "error", max_bad_fraction: float = 0.05,
+                   splits=SPLITS) -> tuple[ReIDDataset, dict[str, list[str]]]:
+    """Check every file of the `splits` of `dataset` once (see the module docstring).
 
     Returns:
         ``(dataset, skipped)``: the dataset without the bad files (the same object when all are
@@ -81,7 +81,7 @@ def screen_dataset(dataset: ReIDDataset, policy: str = "error",
     """
     problems: dict[str, str] = {}
     skipped: dict[str, list[str]] = {}
-    for split in SPLITS:
+    for split in splits:
         samples = getattr(dataset, split)
         bad = []
         for s in samples:
@@ -101,7 +101,7 @@ def screen_dataset(dataset: ReIDDataset, policy: str = "error",
               f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
     if not skipped:
         return dataset, skipped
-    keep = lambda samples: [s for s in samples if problems[s.path] is None]  # noqa: E731
+    keep = lambda samples: [s for s in samples if problems.get(s.path) is None]  # noqa: E731
     return dataclasses.replace(dataset, train=relabel(keep(dataset.train)),
                                query=keep(dataset.query), gallery=keep(dataset.gallery)), skipped
 
