@@ -187,8 +187,9 @@ def format_report(report: CheckReport, top_sizes: int = 10, max_list: int = 100)
         lines.extend(f"  {p}: {r}" for p, r in report.odd[:max_list])
         if len(report.odd) > max_list:
             lines.append(f"  ... and {len(report.odd) - max_list} more (raise --max-list)")
-    lines.append("Result: OK" if report.ok else f"Result: FAILED ({len(report.unreadable)} "
-                 f"unreadable, {len(report.links)} bad links)")
+    links = f", {len(report.links)} bad links" if report.links else ""
+    lines.append("Result: OK" if report.ok else
+                 f"Result: FAILED ({len(report.unreadable)} unreadable{links})")
     return "\n".join(lines)
 
 

@@ -17,8 +17,9 @@ Exit status 0 on success, 2 on bad input (message on stderr; `TFREID_DEBUG=1` re
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from tfreid.cli import run_cli
 
 FORMATS = ("savedmodel", "tflite", "keras", "all")
 
@@ -61,18 +62,15 @@ def _resolve(args) -> tuple[list[str], list[str]]:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        from tfreid.export.run_export import export_run
+    return run_cli(_main, parse_args(argv))
 
-        formats, quantize = _resolve(args)
-        written = export_run(args.run, formats, quantize, args.output, args.version,
-                             args.checkpoint, args.calibration_images)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        if os.environ.get("TFREID_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def _main(args) -> int:
+    from tfreid.export.run_export import export_run
+
+    formats, quantize = _resolve(args)
+    written = export_run(args.run, formats, quantize, args.output, args.version,
+                         args.checkpoint, args.calibration_images)
     for label, path in written.items():
         print(f"{label:>16}: {path}")
     return 0

@@ -14,8 +14,9 @@ input (message on stderr; `TFREID_DEBUG=1` re-raises).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from tfreid.cli import run_cli
 
 
 def _cell_size(text: str) -> tuple[int, int]:
@@ -100,15 +101,11 @@ def run(args) -> list:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        written = run(args)
-    except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("TFREID_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for path in written:
+    return run_cli(_main, parse_args(argv))
+
+
+def _main(args) -> int:
+    for path in run(args):
         print(path)
     return 0
 
