@@ -6,6 +6,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from tests.bad_input.conftest import jpeg_bytes
 
@@ -25,6 +26,7 @@ def _trainer(out_dir, max_steps):
                    max_steps=max_steps, checkpoint_every=0, log_every=1, progress=False)
 
 
+@pytest.mark.slow
 def test_resumed_deterministic_run_reproduces_the_uninterrupted_one(tmp_path):
     samples = []
     for pid in range(H.NUM_CLASSES):
