@@ -55,7 +55,7 @@ def test_loss_outputs_are_checked_when_the_trainer_is_built(tiny_data, tmp_path)
 
     cfg = config_lib.resolve(
         "hacnn", None, {"model": {"kwargs": {"widths": [32, 64, 96], "feature_dim": 64}},
-                        "data": {"dataset": "market1501", "root": str(tiny_data)}},
+                        "data": {"dataset": "market1501", "root": str(tiny_data), "p": 2}},
         ["losses=[{name: ce, type: cross_entropy, output: logits/global},"
          " {name: ce_parts, type: cross_entropy, output: logits/parts}]"])
     with pytest.raises(ValueError, match=r"loss term 'ce_parts': output 'logits/parts' is not an "

@@ -1,7 +1,15 @@
 """What every `python -m tfreid.*` command shares: help with defaults, `--quiet`, a quiet
-TensorFlow start-up, and the `error:` line for bad input.
+TensorFlow start-up, and one exit path for bad input (one `error:` line, exit status 2).
 
+Bad input is a ``ValueError`` (wrong value or type), an ``OSError`` (missing, unreadable or
+existing file), an ``ImportError`` (a missing optional extra) or a pipeline bad-image
+assertion (`tfreid.data.pipeline.as_bad_image_error`).
+Anything else is a bug and keeps its traceback; ``TFREID_DEBUG=1`` re-raises bad input too.
 Imports nothing heavy (no TensorFlow), so `--help` answers at once.
+
+Example:
+    >>> def main(argv=None) -> int:
+    ...     return run_cli(_main, parse_args(argv))
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ import logging
 import os
 import sys
 import tempfile
+from typing import Callable
 
-__all__ = ["HelpFormatter", "add_quiet", "error", "quiet_tensorflow"]
+__all__ = ["HelpFormatter", "add_quiet", "error", "quiet_tensorflow", "run_cli"]
 
 # C++ lines TensorFlow prints while it loads (absl's pre-init notice, oneDNN and CPU-feature
 # notes); anything else written to stderr during the import is passed through.
@@ -41,12 +50,33 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 
 def error(err: BaseException | str) -> int:
-    """Prints ``error: <message>`` on stderr and returns exit status 2 (bad input);
-    `TFREID_DEBUG=1` re-raises instead."""
+    """Prints ``error: <first line of the message>`` on stderr and returns exit status 2 (bad
+    input); `TFREID_DEBUG=1` re-raises instead."""
     if isinstance(err, BaseException) and os.environ.get("TFREID_DEBUG"):
         raise err
-    print(f"error: {err}", file=sys.stderr)
+    lines = str(err).strip().splitlines()
+    print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
     return 2
+
+
+def run_cli(fn: Callable[..., int], *args) -> int:
+    """``fn(*args)``, or 2 after one ``error: ...`` line on stderr when the input was bad."""
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - anything that is not bad input is re-raised
+        bad = _bad_input(err)
+        if bad is None:
+            raise
+        return error(bad)
+
+
+def _bad_input(err: Exception) -> Exception | None:
+    if isinstance(err, (ValueError, OSError, ImportError)):  # ImportError: a missing extra
+        return err
+    # A bad-image assertion can only come from a loaded pipeline (looked up, not imported: the
+    # data package's commands import this module).
+    pipeline = sys.modules.get("tfreid.data.pipeline")
+    return pipeline.as_bad_image_error(err) if pipeline is not None else None
 
 
 def quiet_tensorflow() -> None:

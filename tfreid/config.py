@@ -42,6 +42,7 @@ class DataConfig:
     random_erasing_start_epoch: int = 0  # erasing only from this epoch on (CCAN: 50)
     color_jitter: float = 0.0
     on_bad_image: str = "error"  # error | skip
+    max_bad_fraction: float = 0.05  # skip: more unreadable images than this share of a split stop
     eval_batch_size: int = 128
 
 
@@ -134,6 +135,11 @@ class Config:
         d, t = self.data, self.train
         for key in ("p", "k", "height", "width", "eval_batch_size"):
             check_int(f"data.{key}", getattr(d, key))
+        for key, minimum in (("seed", 0), ("checkpoint_every", 0), ("keep_checkpoints", 1),
+                             ("log_every", 1), ("eval_every", 0)):
+            check_int(f"train.{key}", getattr(t, key), minimum)
+        if not 0 <= d.max_bad_fraction <= 1:
+            raise ValueError(f"data.max_bad_fraction must lie in [0, 1], got {d.max_bad_fraction!r}")
         if d.batch_size is not None and d.batch_size != d.p * d.k:
             raise ValueError(
                 f"data.batch_size={d.batch_size} is not P*K = {d.p}*{d.k} = {d.p * d.k}; "
@@ -147,7 +153,7 @@ class Config:
         _check_choice("optim.weight_decay_mode", self.optim.weight_decay_mode, ("l2", "decoupled"))
         _check_choice("eval.metric", self.eval.metric, ("euclidean", "sqeuclidean", "cosine"))
         _check_choice("eval.protocol", self.eval.protocol, ("market", "cuhk03"))
-        if self.optim.lr <= 0:
+        if not self.optim.lr > 0:  # NaN too
             raise ValueError(f"optim.lr must be > 0, got {self.optim.lr!r}")
         check_int("train.epochs", t.epochs)
         check_int("train.freeze_backbone_epochs", t.freeze_backbone_epochs, 0)
@@ -194,19 +200,50 @@ def _build(cls, data: dict, source: str, prefix: str):
     for name, value in data.items():
         nested = _NESTED.get((cls, name))
         if nested is LossTermConfig:
-            if not isinstance(value, list):
-                raise ValueError(f"{source}: {prefix}{name} must be a list of loss terms")
-            value = [_build(LossTermConfig, dict(v), source, f"{prefix}{name}[{i}].")
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ValueError(f"{source}: {prefix}{name} must be a list of loss terms "
+                                 f"(mappings with name, type, output), got {value!r:.80}")
+            value = [_build(LossTermConfig, v, source, f"{prefix}{name}[{i}].")
                      for i, v in enumerate(value)]
         elif nested is not None:
             if not isinstance(value, dict):
-                raise ValueError(f"{source}: {prefix}{name} must be a mapping, got {value!r}")
+                raise ValueError(f"{source}: {prefix}{name} must be a mapping, got {value!r:.80}")
             value = _build(nested, value, source, f"{prefix}{name}.")
+        else:
+            value = _typed(f"{source}: {prefix}{name}", value, fields[name].type)
         kwargs[name] = value
     try:
         return cls(**kwargs)
     except TypeError as err:  # a required field is missing
         raise ValueError(f"{source}: {prefix.rstrip('.') or 'config'}: {err}") from None
+
+
+def _typed(key: str, value: Any, annotation: str) -> Any:
+    """`value` checked against a field's annotation (e.g. ``"list[int] | None"``).
+
+    Numeric strings are accepted for float fields: PyYAML reads ``5e-4`` (no dot) as a string.
+    """
+    for kind in annotation.replace(" ", "").split("|"):
+        if kind == "None" and value is None:
+            return None
+        if kind == "float" and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                continue
+        if kind.startswith("list[") and isinstance(value, list):
+            return [_typed(f"{key}[{i}]", v, kind[5:-1]) for i, v in enumerate(value)]
+        if _is_a(value, kind):
+            return float(value) if kind == "float" else value
+    raise ValueError(f"{key} must be {annotation.replace('|', 'or')}, got {value!r:.80} "
+                     f"({type(value).__name__})")
+
+
+def _is_a(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):  # bool is an int subclass; accepted only where bool is declared
+        return kind == "bool"
+    types = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict, "Any": object}
+    return kind in types and isinstance(value, types[kind])
 
 
 _NESTED = {
@@ -226,6 +263,9 @@ def merge(base: dict, update: dict) -> dict:
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = merge(out[key], value)
+        elif isinstance(value, dict) and out.get(key) is not None:
+            # Replacing it would silently turn e.g. `data: 5` into the defaults.
+            raise ValueError(f"config: {key} must be a mapping, got {out[key]!r:.80}")
         else:
             out[key] = value
     return out
@@ -291,11 +331,12 @@ def resolve(model: str | None, config_path: str | None, flags: dict, overrides: 
     """Resolve defaults < YAML < flags < --set into a validated Config."""
     data: dict = {}
     file_data = load_yaml(config_path) if config_path else {}
-    name = model or file_data.get("model", {}).get("name") or "hacnn"
+    section = file_data.get("model")
+    name = model or (section.get("name") if isinstance(section, dict) else None) or "hacnn"
     data = default_config(name)
     data = merge(data, file_data)
     data = merge(data, flags)
     data = merge(data, parse_overrides(overrides))
-    if model:
+    if model and isinstance(data["model"], dict):  # else from_dict names the bad section
         data["model"]["name"] = model
     return from_dict(data, source=config_path or "config").validate()

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
+from tfreid.cli import HelpFormatter, add_quiet, quiet_tensorflow, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="distance (default: the run's eval.metric)")
     parser.add_argument("--batch-size", type=int,
                         help="images per forward pass (default: the run's data.eval_batch_size)")
+    parser.add_argument("--on-bad-image", choices=("error", "skip"),
+                        help="unreadable image files: stop (error) or leave them out (skip) "
+                             "(default: the run's data.on_bad_image)")
     parser.add_argument("--output", help="write the metrics JSON here (default: print only)")
     add_quiet(parser)
     return parser
@@ -38,40 +41,48 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return run_cli(_main, parse_args(argv))
+
+
+def _main(args) -> int:
     quiet_tensorflow()
+    from tfreid.checks import check_int
     from tfreid.data import build_dataset
+    from tfreid.data.screen import screen_dataset
     from tfreid.engine import evaluator
     from tfreid.models import embedding_model
-    from tfreid.runs import load_run
+    from tfreid.runs import RunDir, write_json
 
-    try:
-        cfg, model, checkpoint = load_run(args.run, args.checkpoint)
-        name = args.dataset or cfg.data.dataset
-        if (args.dataset and args.dataset != cfg.data.dataset) or (
-                args.data_root and not _same_folder(args.data_root, cfg.data.root)):
-            # another dataset (cross-domain): the run's dataset options describe its own set
-            root, kwargs = args.data_root, {}
-        else:
-            root, kwargs = args.data_root or cfg.data.root, cfg.data.kwargs
-        dataset = _load_dataset(build_dataset, name, root, kwargs)
-    except (ValueError, FileNotFoundError) as err:
-        return error(err)
+    if args.batch_size is not None:
+        check_int("--batch-size", args.batch_size)
+    run = RunDir(args.run)
+    cfg = run.config()
+    name = args.dataset or cfg.data.dataset
+    if (args.dataset and args.dataset != cfg.data.dataset) or (
+            args.data_root and not _same_folder(args.data_root, cfg.data.root)):
+        # another dataset (cross-domain): the run's dataset options describe its own set
+        root, kwargs = args.data_root, {}
+    else:
+        root, kwargs = args.data_root or cfg.data.root, cfg.data.kwargs
+    dataset = _load_dataset(build_dataset, name, root, kwargs)
+    on_bad_image = args.on_bad_image or cfg.data.on_bad_image
+    dataset, skipped = screen_dataset(dataset, on_bad_image, cfg.data.max_bad_fraction,
+                                      splits=("query", "gallery"))
+    cfg, model, checkpoint = run.load(args.checkpoint)  # after the cheap checks above
     flip = cfg.eval.flip if args.flip is None else args.flip
     result = evaluator.evaluate(
         embedding_model(model), dataset, (cfg.data.height, cfg.data.width),
         metric=args.metric or cfg.eval.metric, rerank=args.rerank, flip=flip,
         max_rank=cfg.eval.max_rank, protocol=cfg.eval.protocol,
-        batch_size=args.batch_size or cfg.data.eval_batch_size, on_bad_image=cfg.data.on_bad_image,
+        batch_size=args.batch_size or cfg.data.eval_batch_size, on_bad_image=on_bad_image,
         progress=not args.quiet)
+    result["num_bad_images"] += sum(len(paths) for paths in skipped.values())
     result.update(checkpoint=checkpoint, dataset=name, data_root=root, rerank=args.rerank, flip=flip)
     print(f"{cfg.model.name} ({checkpoint}) on {name}:")
     print(evaluator.format_table({"result": result}))
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+        write_json(args.output, result)
     return 0
 
 

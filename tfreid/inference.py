@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from typing import Sequence
@@ -363,4 +362,6 @@ def _as_items(inputs) -> list:
 
 
 def _read_json(path: pathlib.Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    from tfreid.runs import read_json
+
+    return read_json(path) if path.is_file() else {}

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 
 from tfreid import config as config_lib
 
 __all__ = ["BAD_IMAGES_FILE", "CHECKPOINTS_DIR", "CONFIG_FILE", "EXPORT_DIR", "INFO_FILE", "LOGS_DIR",
            "METRICS_FILE", "METRICS_INIT_FILE", "SCALARS_FILE", "RunDir", "load_run",
-           "model_variables", "read_scalars", "scalar_line"]
+           "model_variables", "read_json", "read_scalars", "scalar_line", "write_json"]
 
 CONFIG_FILE = "config.yaml"
 INFO_FILE = "run.json"
@@ -105,6 +106,31 @@ def read_scalars(path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+def _write_atomic(path, text: str) -> None:
+    # temp + rename: a kill mid-write leaves the old file (or none), never a truncated one
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path, data) -> None:
+    """Writes `data` as JSON to `path` atomically (temporary file, then rename)."""
+    _write_atomic(path, json.dumps(data, indent=2))
+
+
+def read_json(path):
+    """The JSON in `path`; ValueError naming the file when it is empty or not valid JSON."""
+    path = pathlib.Path(path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        what = "is empty" if not text.strip() else f"is not valid JSON ({err})"
+        raise ValueError(f"{path} {what}; restore it or delete it (a run re-creates its JSON "
+                         "files)") from None
+
+
 class RunDir:
     """One run directory (see the module docstring for its files).
 
@@ -155,9 +181,9 @@ class RunDir:
         run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
         cfg.dump(run.path / CONFIG_FILE)
-        (run.path / INFO_FILE).write_text(json.dumps({
+        write_json(run.path / INFO_FILE, {
             "model": cfg.model.name, "num_classes": int(num_classes),
-            "input_size": [cfg.data.height, cfg.data.width], "model_kwargs": cfg.model.kwargs}))
+            "input_size": [cfg.data.height, cfg.data.width], "model_kwargs": cfg.model.kwargs})
         return run
 
     def save_weights(self, model) -> str:
@@ -169,12 +195,12 @@ class RunDir:
 
     def write_metrics(self, metrics: dict, init: bool = False) -> None:
         """Writes ``metrics.json`` (or ``metrics_init.json`` with `init`)."""
-        self._metrics_path(init).write_text(json.dumps(metrics, indent=2))
+        write_json(self._metrics_path(init), metrics)
 
     def write_bad_images(self, paths) -> None:
         """Writes the skipped image files, one per line (nothing when there are none)."""
         if paths:
-            (self.path / BAD_IMAGES_FILE).write_text("".join(f"{p}\n" for p in paths))
+            _write_atomic(self.path / BAD_IMAGES_FILE, "".join(f"{p}\n" for p in paths))
 
     # ------------------------------------------------------------------ reading
     def _require(self, *names) -> None:
@@ -192,7 +218,11 @@ class RunDir:
     def info(self) -> dict:
         """``run.json``: ``model``, ``num_classes``, ``input_size``, ``model_kwargs``."""
         self._require(INFO_FILE)
-        return json.loads((self.path / INFO_FILE).read_text())
+        info = read_json(self.path / INFO_FILE)
+        if not isinstance(info, dict) or not {"model", "num_classes", "input_size"} <= set(info):
+            raise ValueError(f"{self.path / INFO_FILE}: expected a JSON object with model, "
+                             f"num_classes and input_size, got {str(info)[:80]}")
+        return info
 
     def _metrics_path(self, init: bool) -> pathlib.Path:
         return self.path / (METRICS_INIT_FILE if init else METRICS_FILE)
@@ -203,12 +233,7 @@ class RunDir:
     def read_metrics(self, init: bool = False) -> dict:
         """``metrics.json`` (or ``metrics_init.json`` with `init`); {} when it does not exist."""
         path = self._metrics_path(init)
-        if not path.is_file():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except ValueError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        return read_json(path) if path.is_file() else {}
 
     def read_scalars(self) -> dict[str, list[tuple[int, float]]]:
         """The run's ``logs/scalars.jsonl`` (see `read_scalars`)."""

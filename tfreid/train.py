@@ -13,7 +13,7 @@ import pathlib
 import sys
 
 from tfreid import config as config_lib
-from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
+from tfreid.cli import HelpFormatter, add_quiet, quiet_tensorflow, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +105,11 @@ def _run_dir(args, cfg) -> pathlib.Path:
 def prepare(args):
     """Everything that can fail on bad input, before any training work: config, data, paths."""
     from tfreid.data import build_dataset
+    from tfreid.data.screen import screen_dataset
+    from tfreid.losses import check_loss
     from tfreid.models import available_models
+    from tfreid.models.registry import check_overrides
+    from tfreid.runs import RunDir
 
     if args.model and args.model not in available_models():
         raise ValueError(f"unknown model {args.model!r}; available models: "
@@ -132,7 +136,15 @@ def prepare(args):
     if chief and not args.resume and (run_dir / "checkpoints").is_dir():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it "
                               "or choose another --output")
+    if args.resume:  # damaged run files stop the run now, not at its end
+        RunDir(run_dir).read_metrics(init=True)
     cfg.output_dir = str(run_dir)
+    check_overrides(cfg.model.name, cfg.model.kwargs)
+    for i, term in enumerate(cfg.losses):
+        try:
+            check_loss(term.type, term.kwargs)
+        except ValueError as err:
+            raise ValueError(f"losses[{i}] ({term.name}): {err}") from None
     if cfg.model.backbone_weights:  # fetch (or fail offline) before the data and the model
         from tfreid.models.backbones.weights import MODEL_BACKBONES, resolve_backbone_weights
 
@@ -142,32 +154,35 @@ def prepare(args):
         resolve_backbone_weights(cfg.model.backbone_weights,
                                  MODEL_BACKBONES.get(cfg.model.name, "resnet50"))
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
+    dataset, skipped = screen_dataset(dataset, cfg.data.on_bad_image, cfg.data.max_bad_fraction)
     if len(dataset.train) < cfg.batch_size:
         raise ValueError(f"{cfg.data.dataset}: {len(dataset.train)} training images is fewer "
                          f"than one batch of P*K = {cfg.batch_size}")
     if dataset.num_train_pids < cfg.data.p:
         raise ValueError(f"{cfg.data.dataset}: {dataset.num_train_pids} training identities is "
                          f"fewer than data.p = {cfg.data.p}")
-    return cfg, dataset, run_dir
+    return cfg, dataset, run_dir, skipped.get("train", [])
 
 
-def train(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool = False) -> dict:
-    """Train, evaluate and export as `cfg` says; returns the final metrics dict."""
+def train(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool = False,
+          skipped=()) -> dict:
+    """Train, evaluate and export as `cfg` says; returns the final metrics dict. `skipped`:
+    training files the up-front screening left out (reported with the run's bad images)."""
     from tfreid.engine import session
 
-    return session.run(cfg, dataset, run_dir, resume=resume, quiet=quiet)
+    return session.run(cfg, dataset, run_dir, resume=resume, quiet=quiet, skipped=skipped)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return run_cli(_main, parse_args(argv))
+
+
+def _main(args) -> int:
     quiet_tensorflow()
-    try:
-        cfg, dataset, run_dir = prepare(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        return error(err)
+    cfg, dataset, run_dir, skipped = prepare(args)
     if not args.quiet:
         print(f"run directory: {run_dir}", flush=True)
-    metrics = train(cfg, dataset, run_dir, resume=args.resume, quiet=args.quiet)
+    metrics = train(cfg, dataset, run_dir, resume=args.resume, quiet=args.quiet, skipped=skipped)
     print(f"run directory: {run_dir}")
     if metrics.get("stopped_early"):
         print(f"stopped early ({metrics['stopped_early']}) at step {metrics['steps']}; "

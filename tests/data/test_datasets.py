@@ -279,8 +279,10 @@ def test_csv(tmp_path, builders):
     (mine / "dataset.csv").write_text(
         "path,pid,camid,split\nimgs/b.jpg,7,1,train\nimgs/a.jpg,4,0,train\n"
         f"{other},10,2,query\nimgs/d.jpg,10,0,gallery\nimgs/e.jpg,-1,0,gallery\nimgs/f.jpg,0,3,gallery\n")
+    with pytest.raises(ValueError, match="outside the dataset folder"):  # absolute path elsewhere
+        build_dataset("csv", str(mine))
     for root in (mine, mine / "dataset.csv"):
-        ds = build_dataset("csv", str(root))
+        ds = build_dataset("csv", str(root), allow_outside_root=True)
         assert triples(ds.train) == [("a.jpg", 0, 0), ("b.jpg", 1, 1)]
         assert ds.query == [(other, 10, 2)]
         assert triples(ds.gallery) == [("d.jpg", 10, 0), ("f.jpg", 0, 3)]

@@ -4,7 +4,8 @@
     python -m tfreid.data.check --dataset cuhk03 --data-root /data/cuhk03 --set labeled=false
 
 Prints images / ids / cameras per split, images per camera, the most common image sizes, and
-lists unreadable files (exit code 1) and odd ones: grayscale, palette or alpha PNGs, CMYK, BMP,
+lists unreadable files and symlinks that dangle or lead outside the dataset folder (exit code 1)
+and odd ones: grayscale, palette or alpha PNGs, CMYK, BMP,
 tiny images, content that does not match the extension. Odd files are still usable: the input
 pipeline converts every image to 3-channel RGB (Pillow `Image.convert("RGB")` semantics).
 """
@@ -23,7 +24,7 @@ import numpy as np
 
 from tfreid.cli import HelpFormatter, add_quiet
 from tfreid.data.datasets import available_datasets, build_dataset
-from tfreid.data.datasets.base import ReIDDataset
+from tfreid.data.datasets.base import ReIDDataset, find_bad_links
 from tfreid.progress import Progress
 
 SPLITS = ("train", "query", "gallery")
@@ -57,10 +58,11 @@ class CheckReport:
     odd: list
     num_files: int
     seconds: float = 0.0
+    links: list = dataclasses.field(default_factory=list)  # (path, reason): dangling/outside
 
     @property
     def ok(self) -> bool:
-        return not self.unreadable
+        return not self.unreadable and not self.links
 
 
 def inspect_image(path: str, min_side: int = 16):
@@ -151,7 +153,7 @@ def check_dataset(dataset: ReIDDataset, workers: int | None = None, min_side: in
         if reasons:
             odd.append((path, "; ".join(reasons)))
     return CheckReport(dataset.name, dataset.root, splits, sizes, modes, formats, unreadable, odd,
-                       len(paths), time.perf_counter() - start)
+                       len(paths), time.perf_counter() - start, find_bad_links(dataset.root))
 
 
 def format_report(report: CheckReport, top_sizes: int = 10, max_list: int = 100) -> str:
@@ -175,13 +177,19 @@ def format_report(report: CheckReport, top_sizes: int = 10, max_list: int = 100)
     if report.unreadable:
         lines.append(f"UNREADABLE files ({len(report.unreadable)}) -- fix or remove them:")
         lines.extend(f"  {p}: {e}" for p, e in report.unreadable)
+    if report.links:
+        lines.append(f"BAD LINKS ({len(report.links)}) -- training refuses files outside the "
+                     "dataset folder unless allow_outside_root=true:")
+        lines.extend(f"  {p}: {r}" for p, r in report.links)
     if report.odd:
         lines.append(f"Odd files ({len(report.odd)}) -- usable: the input pipeline converts every "
                      "image to 3-channel RGB:")
         lines.extend(f"  {p}: {r}" for p, r in report.odd[:max_list])
         if len(report.odd) > max_list:
             lines.append(f"  ... and {len(report.odd) - max_list} more (raise --max-list)")
-    lines.append("Result: OK" if report.ok else f"Result: FAILED ({len(report.unreadable)} unreadable)")
+    links = f", {len(report.links)} bad links" if report.links else ""
+    lines.append("Result: OK" if report.ok else
+                 f"Result: FAILED ({len(report.unreadable)} unreadable{links})")
     return "\n".join(lines)
 
 
@@ -221,7 +229,9 @@ def main(argv=None) -> int:
     """Command-line entry point; returns the exit code (1 if any file is unreadable)."""
     args = build_parser().parse_args(argv)
     try:
-        dataset = build_dataset(args.dataset, args.data_root, **parse_overrides(args.overrides))
+        # Links leading outside the folder are reported below rather than refused here.
+        dataset = build_dataset(args.dataset, args.data_root, **{
+            "allow_outside_root": True, **parse_overrides(args.overrides)})
     except (ValueError, FileNotFoundError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -26,7 +26,9 @@ would miss truncated files), and the survivors are scattered back into place, gi
   batch a bad row is replaced by a good row of the *same identity group* of that batch (so the
   batch keeps P*K images and correct labels; the copy shares its source row's augmentation). If all
   K rows of a group are bad, the group is replaced by the first good group of the batch (label
-  included, so that batch has a repeated identity). A batch with no good image at all is dropped.
+  included, so that batch has a repeated identity). A batch with no good image at all stops
+  iteration with an error naming its first file (dropping it would spin forever when every
+  image is bad). ``tfreid.data.screen`` removes files with a bad size or markers before this.
   Evaluation batches keep a mean-colour placeholder (normalised value 0) in the bad image's slot so
   features stay aligned with the sample list; look the path up in the report to discard it.
 
@@ -53,8 +55,8 @@ from tfreid.data.sampler import PKSampler, RandomSampler
 from tfreid.data.transforms import AugmentConfig, augment_batch, resize_size
 from tfreid.preprocessing import MEAN_PIXEL, load_image, normalize
 
-__all__ = ["BadImageError", "BadImageReport", "build_eval_dataset", "build_train_dataset",
-           "iterate_checked"]
+__all__ = ["BadImageError", "BadImageReport", "as_bad_image_error", "build_eval_dataset",
+           "build_train_dataset", "iterate_checked", "load_batch"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 # TF escapes quotes and non-ASCII bytes in assertion messages (C escapes), so the path is
@@ -120,16 +122,18 @@ class BadImageReport:
         return f"BadImageReport(count={self.count}, occurrences={self.occurrences})"
 
 
-def _load_batch(paths: tf.Tensor, size: tuple[int, int]) -> tf.data.Dataset:
+def load_batch(paths: tf.Tensor, size: tuple[int, int], load=load_image) -> tf.data.Dataset:
     """One element ``(images [n, h, w, 3] float32 in [0, 255], ok [n] bool)`` for ``paths [n]``.
 
-    Each image is decoded in a nested dataset under ``ignore_errors()``: failed images simply do
-    not arrive, the survivors carry their position and are scattered into a batch of mean-colour
-    placeholders. A trailing empty element covers the case where every image failed.
+    Each image is decoded (``load(item, size)``: a file path by default, or encoded bytes with
+    ``tfreid.preprocessing.decode_resize``) in a nested dataset under ``ignore_errors()``: failed
+    images simply do not arrive, the survivors carry their position and are scattered into a
+    batch of mean-colour placeholders. A trailing empty element covers the case where every
+    image failed.
     """
     n = tf.shape(paths)[0]
     items = tf.data.Dataset.from_tensor_slices((paths, tf.range(n)))
-    items = items.map(lambda path, pos: (load_image(path, size), pos))
+    items = items.map(lambda path, pos: (load(path, size), pos))
     good = items.ignore_errors().batch(tf.cast(n, tf.int64))
     empty = tf.data.Dataset.from_tensors((tf.zeros((0, *size, 3)), tf.zeros((0,), tf.int32)))
 
@@ -270,7 +274,7 @@ def build_train_dataset(
     rows = tf.data.Dataset.zip(tf.data.Dataset.range(int(start_step), np.iinfo(np.int64).max), rows)
 
     def load(batch, indices):
-        return _load_batch(tf.gather(paths_t, indices), load_size).map(
+        return load_batch(tf.gather(paths_t, indices), load_size).map(
             lambda images, ok: (batch, images, ok, tf.gather(paths_t, indices), tf.gather(labels_t, indices)))
 
     def finish(batch, images, ok, paths, labels):
@@ -287,16 +291,20 @@ def build_train_dataset(
                     images = augment_batch(images, size, augment, seed=key)
             images = normalize(images)
         if on_bad_image == "skip":
-            images, labels = _repair_batch(images, labels, ok, sampler.p, sampler.k)
-        return images, labels, tf.reduce_any(ok)
+            # Dropping an all-bad batch would spin forever on an all-bad dataset: stop instead.
+            message = tf.strings.join([_BAD_PREFIX, paths[0], ">: every image of training batch ",
+                                       tf.strings.as_string(batch), " is unreadable (",
+                                       f"{pk} images); check the dataset with "
+                                       "python -m tfreid.data.check"])
+            with tf.control_dependencies([tf.debugging.Assert(tf.reduce_any(ok), [message])]):
+                images, labels = _repair_batch(images, labels, ok, sampler.p, sampler.k)
+        return images, labels
 
     # Whole batches are loaded in parallel: reordering (deterministic=False) never mixes batches.
     ds = rows.interleave(load, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
     ds = ds.map(finish, num_parallel_calls=_AUTOTUNE, deterministic=deterministic)
-    if on_bad_image == "skip":
-        ds = ds.filter(lambda images, labels, any_ok: any_ok)
-    ds = ds.map(lambda images, labels, any_ok: (tf.ensure_shape(images, (pk, *size, 3)),
-                                                tf.ensure_shape(labels, (pk,))))
+    ds = ds.map(lambda images, labels: (tf.ensure_shape(images, (pk, *size, 3)),
+                                        tf.ensure_shape(labels, (pk,))))
     ds = _with_options(ds.prefetch(_AUTOTUNE), deterministic)
     ds.bad_image_report = report
     return ds
@@ -340,7 +348,7 @@ def build_eval_dataset(
             return normalize(images) if normalized else images
 
     ds = tf.data.Dataset.from_tensor_slices(paths).batch(int(batch_size))
-    ds = ds.interleave(lambda batch: _load_batch(batch, size).map(lambda im, ok: (im, ok, batch)),
+    ds = ds.interleave(lambda batch: load_batch(batch, size).map(lambda im, ok: (im, ok, batch)),
                        num_parallel_calls=_AUTOTUNE, deterministic=True)
     ds = ds.map(finish, num_parallel_calls=_AUTOTUNE, deterministic=True)
     ds = _with_options(ds.prefetch(_AUTOTUNE), True)
@@ -367,10 +375,18 @@ def iterate_checked(dataset: Iterable) -> Iterator:
         except StopIteration:
             return
         except tf.errors.InvalidArgumentError as err:
-            match = _BAD_RE.search(err.message)
-            if match is None:
+            bad = as_bad_image_error(err)
+            if bad is None:
                 raise
-            unescape = lambda text: codecs.escape_decode(text.encode())[0].decode(errors="replace")
-            line = err.message[match.start():].split("\n")[0].rstrip("]")
-            raise BadImageError(unescape(match.group(1)), unescape(line)) from None
+            raise bad from None
         yield element
+
+
+def as_bad_image_error(err: Exception) -> BadImageError | None:
+    """The :class:`BadImageError` a pipeline assertion `err` carries, or ``None``."""
+    match = _BAD_RE.search(getattr(err, "message", ""))
+    if not isinstance(err, tf.errors.InvalidArgumentError) or match is None:
+        return None
+    unescape = lambda text: codecs.escape_decode(text.encode())[0].decode(errors="replace")
+    line = err.message[match.start():].split("\n")[0].rstrip("]")
+    return BadImageError(unescape(match.group(1)), unescape(line))

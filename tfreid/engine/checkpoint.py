@@ -10,8 +10,8 @@ in which TensorFlow writes (TF 2.21, ``tf.train.CheckpointManager.save``):
 3. old checkpoints beyond ``max_to_keep`` are deleted *after* the state file names the new one.
 
 A kill before step 2 leaves the state file pointing at the previous, complete checkpoint; stray
-``*_temp`` directories or half-written files of the new prefix are ignored (and overwritten by the
-next save of that step). This covers process kills, not power loss (TF does not fsync).
+``ckpt-*_temp`` directories are deleted when the next keeper starts, half-written files of the new
+prefix are ignored (and overwritten by the next save of that step). This covers process kills, not power loss (TF does not fsync).
 ``tests/engine/test_trainer.py`` kills a training process with SIGKILL and resumes from it.
 
 Example:
@@ -64,6 +64,16 @@ class CheckpointKeeper:
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
                                                   max_to_keep=int(keep))
         self._saved_step = None
+        if not self.temporary:
+            self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        # A kill during a save leaves <prefix>_temp/ shards that no later save of another step
+        # would overwrite; the state file never names them, so they are safe to delete.
+        if os.path.isdir(self.directory):
+            for entry in os.scandir(self.directory):
+                if entry.is_dir() and entry.name.startswith("ckpt-") and entry.name.endswith("_temp"):
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
     @property
     def latest(self) -> str | None:

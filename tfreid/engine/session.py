@@ -103,10 +103,33 @@ def evaluate_model(model, dataset, cfg, progress: bool = False, pictures: bool =
     return metrics
 
 
-def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool = False) -> dict:
+class BadImageWatch:
+    """Scalars hook of the Trainer: ``num_bad_images``, a warning line when the count grows,
+    and ValueError once more than ``data.max_bad_fraction`` of the training files are bad."""
+
+    def __init__(self, report: BadImageReport, num_files: int, max_fraction: float):
+        self.report, self.num_files, self.max_fraction = report, num_files, max_fraction
+        self._reported = report.count
+
+    def __call__(self) -> dict:
+        count = self.report.count
+        if count > self._reported:
+            print(f"\nwarning: {self.report.summary(3)}")
+            self._reported = count
+        if count > self.max_fraction * self.num_files:
+            raise ValueError(f"{count} of {self.num_files} training images are unreadable, more "
+                             f"than data.max_bad_fraction={self.max_fraction}: "
+                             f"{', '.join(self.report.paths[:3])}; check the dataset with "
+                             "python -m tfreid.data.check")
+        return {"num_bad_images": count}
+
+
+def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool = False,
+        skipped=()) -> dict:
     """Trains/evaluates/exports one run. In multi-worker training only the chief writes files
     and evaluates; the other workers return ``{"steps", "epoch", ..., "is_chief": False}``.
-    `quiet` hides the progress bars and status lines (results are still printed)."""
+    `quiet` hides the progress bars and status lines (results are still printed); `skipped`:
+    training files already left out by `tfreid.data.screen` (reported as bad)."""
     strategy = setup_runtime(cfg)
     chief = worker_info(strategy).is_chief
     if not quiet:
@@ -137,6 +160,8 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool =
 
     with strategy.scope():  # stateful losses (center loss) create mirrored variables
         loss_terms = build_loss_terms(cfg, dataset.num_train_pids)
+    bad_images = BadImageReport()
+    bad_images.add_all(skipped)
     trainer = Trainer(
         strategy=strategy, model_fn=model_fn,
         optimizer_fn=lambda: build_optimizer(cfg.optim, steps_per_epoch, total_steps),
@@ -147,7 +172,9 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool =
         log_every=cfg.train.log_every, eval_every=cfg.train.eval_every,
         evaluate_fn=evaluate_during_training, progress=not quiet,
         jit_compile=cfg.train.jit, sync_bn=cfg.train.sync_bn,
-        epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs))
+        epoch_hook=BackboneFreezer(cfg.train.freeze_backbone_epochs),
+        scalars_fn=BadImageWatch(bad_images, len(dataset.train) + len(skipped),
+                                 cfg.data.max_bad_fraction))
     start_step = trainer.restore() if resume else 0
 
     if chief and start_step == 0 and not files.has_metrics(init=True):
@@ -162,8 +189,6 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool =
         board.log_start(logger, cfg, init, images)
         logger.close()
 
-    bad_images = BadImageReport()
-
     def dataset_fn(start):
         return build_train_dataset(
             dataset.train, image_size=image_size, p=cfg.data.p, k=cfg.data.k,
@@ -172,12 +197,14 @@ def run(cfg, dataset, run_dir: pathlib.Path, resume: bool = False, quiet: bool =
             report=bad_images, random_erasing_start_epoch=cfg.data.random_erasing_start_epoch,
             sampler=cfg.data.sampler)
 
-    result = trainer.fit(dataset_fn)
-    if chief:
-        files.write_bad_images(bad_images.paths)
+    try:
+        result = trainer.fit(dataset_fn)
+    finally:  # also when bad images stop the run
+        if chief:
+            files.write_bad_images(bad_images.paths)
     summary = {"steps": result.steps, "epoch": round(result.epochs, 3),
                "images_per_second": round(result.images_per_second, 1),
-               "stopped_early": result.stopped_early}
+               "stopped_early": result.stopped_early, "num_bad_images": bad_images.count}
     if result.stopped_early:
         return summary
     if not chief:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -42,15 +43,21 @@ class ScalarLogger:
     Args:
         logdir: directory for the event file and ``scalars.jsonl`` (created if missing). An
             existing ``scalars.jsonl`` is appended to, so a resumed run continues the same curve.
+        resume_step: the step a resumed run restarts from: rows logged after it (by the
+            interrupted run, whose later steps were rolled back) are dropped from
+            ``scalars.jsonl`` so the re-run steps are not in the curve twice.
     """
 
-    def __init__(self, logdir: str):
+    def __init__(self, logdir: str, resume_step: int | None = None):
         if not isinstance(logdir, (str, os.PathLike)) or not str(logdir):
             raise ValueError(f"`logdir` must be a directory path; received {logdir!r}.")
         self.logdir = str(logdir)
         os.makedirs(self.logdir, exist_ok=True)
+        path = os.path.join(self.logdir, SCALARS_FILE)
+        if resume_step is not None and os.path.isfile(path):
+            _drop_rows_after(path, resume_step)
         self._writer = tf.summary.create_file_writer(self.logdir)
-        self._jsonl = open(os.path.join(self.logdir, SCALARS_FILE), "a", encoding="utf-8")
+        self._jsonl = open(path, "a", encoding="utf-8")
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         """Writes ``scalars`` (tag -> number) at ``step``; flushes both files.
@@ -104,6 +111,24 @@ class ScalarLogger:
             self._writer.close()
             self._jsonl.close()
             self._jsonl = None
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+    """Rewrites ``scalars.jsonl`` without the rows of steps > `step` (and torn lines), atomically."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a killed process
+    if len(kept) != len(lines):
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
 
 
 class NullLogger:

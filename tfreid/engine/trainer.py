@@ -145,6 +145,8 @@ class Trainer:
         epoch_hook: ``hook(model, epoch) -> bool`` called before each epoch (and the epoch a
             resumed run continues in); True means it changed the trainable variables and the
             step is retraced (e.g. `tfreid.engine.freeze.BackboneFreezer`).
+        scalars_fn: ``fn() -> {tag: value}`` logged with every log window (e.g. the bad-image
+            count); an exception it raises stops training.
 
     Attributes:
         model, optimizer (the LossScaleOptimizer wrapper when scaling), strategy, step
@@ -160,7 +162,8 @@ class Trainer:
                  eval_every: int = 0,
                  evaluate_fn: Callable[[keras.Model], dict] | None = None,
                  jit_compile: bool = False, sync_bn: bool = False, progress: bool = True,
-                 loss_scaling: bool | str = "auto", epoch_hook: Callable | None = None):
+                 loss_scaling: bool | str = "auto", epoch_hook: Callable | None = None,
+                 scalars_fn: Callable[[], dict] | None = None):
         if not isinstance(strategy, tf.distribute.Strategy):
             raise ValueError(f"`strategy` must be a tf.distribute.Strategy; received {strategy!r}.")
         _validate_terms(loss_terms)
@@ -176,7 +179,8 @@ class Trainer:
         if global_batch_size % replicas:
             raise ValueError(f"`global_batch_size`={global_batch_size} is not divisible by the "
                              f"{replicas} replicas of the strategy.")
-        for key, fn in (("evaluate_fn", evaluate_fn), ("epoch_hook", epoch_hook)):
+        for key, fn in (("evaluate_fn", evaluate_fn), ("epoch_hook", epoch_hook),
+                        ("scalars_fn", scalars_fn)):
             if fn is not None and not callable(fn):
                 raise ValueError(f"`{key}` must be callable or None; received {fn!r}.")
         if not output_dir:
@@ -202,7 +206,7 @@ class Trainer:
         self.progress = bool(progress) and self.is_chief
         self.jit_compile = bool(jit_compile)
         self.trace_count = 0
-        self.epoch_hook = epoch_hook
+        self.epoch_hook, self.scalars_fn = epoch_hook, scalars_fn
 
         with strategy.scope():
             self.model = model_fn()
@@ -353,8 +357,8 @@ class Trainer:
         """
         start = int(self.step.numpy())
         iterator = self._make_iterator(dataset_fn, start) if start < self.total_steps else None
-        logger = (ScalarLogger(os.path.join(self.output_dir, "logs")) if self.is_chief
-                  else NullLogger())
+        logger = (ScalarLogger(os.path.join(self.output_dir, "logs"), resume_step=start)
+                  if self.is_chief else NullLogger())
         stop = StopSignals()
         run = RunningStats(len(self._names), warmup_steps=_WARMUP_STEPS)
         eval_metrics, evaluated_at = {}, None
@@ -464,7 +468,7 @@ class Trainer:
         ips = run.window_images_per_second()
         if ips is not None:
             scalars["images_per_second"] = ips
-        return scalars
+        return {**scalars, **(self.scalars_fn() if self.scalars_fn else {})}
 
     def _evaluate(self, logger, step):
         metrics = self.evaluate_fn(self.model)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
+from tfreid.cli import HelpFormatter, add_quiet, quiet_tensorflow, run_cli
 from tfreid.export import QUANTIZATIONS
 
 FORMATS = ("savedmodel", "tflite", "keras", "onnx", "all")
@@ -84,16 +84,16 @@ def _resolve(args) -> tuple[list[str], list[str]]:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        formats, quantize = _resolve(args)
-        quiet_tensorflow()
-        from tfreid.export.run_export import export_run
+    return run_cli(_main, parse_args(argv))
 
-        written = export_run(args.run, formats, quantize, args.to, args.version,
-                             args.checkpoint, args.calibration_images, verbose=not args.quiet)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
-        return error(err)
+
+def _main(args) -> int:
+    formats, quantize = _resolve(args)
+    quiet_tensorflow()
+    from tfreid.export.run_export import export_run
+
+    written = export_run(args.run, formats, quantize, args.to, args.version,
+                         args.checkpoint, args.calibration_images, verbose=not args.quiet)
     for label, path in written.items():
         print(f"{label:>16}: {path}")
     return 0

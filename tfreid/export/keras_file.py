@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 
@@ -25,6 +24,7 @@ import keras
 import numpy as np
 
 from tfreid.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from tfreid.runs import write_json
 
 __all__ = ["deploy_model", "export_keras"]
 
@@ -75,5 +75,5 @@ def export_keras(embed: keras.Model, path: str | os.PathLike, image_size,
             "embedding_size": int(embed.output.shape[-1]),
             "load": "import tfreid; keras.saving.load_model(path, safe_mode=True)",
             **(metadata or {})}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    write_json(path.with_suffix(".json"), info)
     return path

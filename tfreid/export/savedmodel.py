@@ -11,7 +11,6 @@ distance, preprocessing and the run's metrics.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
 import shutil
@@ -21,7 +20,9 @@ import keras
 import tensorflow as tf
 
 from tfreid.checks import check_int
+from tfreid.data.pipeline import load_batch
 from tfreid.preprocessing import IMAGENET_MEAN, IMAGENET_STD, decode_resize, normalize
+from tfreid.runs import write_json
 
 
 def next_version(model_dir: str | pathlib.Path) -> int:
@@ -64,6 +65,23 @@ def version_dir(model_dir: str | pathlib.Path, version: int):
         raise
 
 
+def _pixel_checks(images, height: int, width: int) -> list:
+    """Assertions that `images` is float ``[N, height, width, 3]`` with finite values: a served
+    signature does not enforce its declared shape (a 1-channel image would broadcast)."""
+    shape = tf.shape(images)
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # rank < 4 cannot index [1:4]
+    shape_ok = tf.logical_and(tf.size(shape) == 4,
+                              tf.reduce_all(tf.equal(padded[1:4], [height, width, 3])))
+    shape_check = tf.debugging.Assert(shape_ok, [
+        f"serving_default: images must be float32 [N, {height}, {width}, 3] RGB 0..255; got "
+        "shape", shape], summarize=8)
+    with tf.control_dependencies([shape_check]):  # is_finite needs a valid tensor first
+        finite = tf.reduce_all(tf.math.is_finite(tf.cast(images, tf.float32)))
+    finite_check = tf.debugging.Assert(finite, [
+        "serving_default: images hold NaN or Inf pixel values; expected finite RGB 0..255"])
+    return [shape_check, finite_check]
+
+
 def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: str,
                       image_size: tuple[int, int], *, version: int | None = None,
                       metadata: dict | None = None) -> pathlib.Path:
@@ -86,7 +104,8 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
     @tf.function(input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32,
                                                 name="images")])
     def embed_pixels(images):
-        features = embed(normalize(tf.cast(images, tf.float32)), training=False)
+        with tf.control_dependencies(_pixel_checks(images, height, width)):
+            features = embed(normalize(tf.cast(images, tf.float32)), training=False)
         return {"embedding": tf.cast(features, tf.float32)}
 
     def embed_bytes(encoded):
@@ -102,9 +121,14 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
             summarize=16)
         with tf.control_dependencies([check]):
             encoded = tf.identity(encoded)
-        images = tf.map_fn(lambda contents: decode_resize(contents, (height, width)), encoded,
-                           fn_output_signature=tf.TensorSpec((height, width, 3), tf.float32))
-        return embed_pixels(images)
+        # Each item decoded on its own (truncated or garbage data fails only its own slot), so
+        # the error names every failing index instead of "jpeg::Uncompress failed".
+        images, ok = load_batch(encoded, (height, width), decode_resize).get_single_element()
+        check = tf.debugging.Assert(tf.reduce_all(ok), [
+            "serve_bytes: image_bytes items cannot be decoded (truncated or corrupt image data) "
+            "at indices", tf.where(~ok)[:, 0]], summarize=16)
+        with tf.control_dependencies([check]):
+            return embed_pixels(tf.identity(images))
 
     archive = keras.export.ExportArchive()
     archive.track(embed)
@@ -126,5 +150,5 @@ def export_savedmodel(embed: keras.Model, root: str | os.PathLike, model_name: s
             **(metadata or {}),
         }
         (tmp / "assets").mkdir(exist_ok=True)
-        (tmp / "assets" / "tfreid.json").write_text(json.dumps(info, indent=2))
+        write_json(tmp / "assets" / "tfreid.json", info)
     return target

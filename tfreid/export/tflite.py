@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from typing import Sequence
@@ -36,6 +35,7 @@ from tfreid.export.flatbuffer import op_names, read_model
 from tfreid.export.int8_ranges import quantize_int8
 from tfreid.export.tflite_rewrite import static_reshapes, symmetric_matmul_rhs
 from tfreid.preprocessing import load_image, normalize
+from tfreid.runs import write_json
 
 __all__ = ["QUANTIZATIONS", "convert_tflite", "export_tflite", "frozen_function",
            "representative_images", "tflite_op_names"]
@@ -205,5 +205,5 @@ def export_tflite(embed: keras.Model, path: str | os.PathLike, image_size, quant
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    write_json(path.with_suffix(".json"), info)
     return path

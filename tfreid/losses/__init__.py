@@ -76,11 +76,27 @@ def build_loss(loss_type: str, dataset_num_classes: int | None = None, **kwargs)
         >>> fn = build_loss("batch_hard_triplet", margin=0.3)
         >>> per_example = fn(labels, embeddings)
     """
+    spec = check_loss(loss_type, kwargs)
+    if spec.needs_num_classes and dataset_num_classes is not None:
+        kwargs = {"num_classes": dataset_num_classes, **kwargs}
+    if spec.stateful:
+        return spec.fn(**kwargs)
+    return functools.partial(spec.fn, **kwargs)
+
+
+__all__ = ["LOSSES", "check_loss", "AttentionCosineDistanceLoss", "BatchHardTripletLoss", "CenterLoss",
+           "ImprovedTriHardLoss", "LossSpec", "SemiHardTripletLoss", "attention_cosine_distance",
+           "batch_hard_triplet", "build_loss", "center_loss", "cross_entropy",
+           "gather_across_replicas", "global_batch", "improved_trihard", "pairwise_distance",
+           "semi_hard_triplet"]
+
+
+def check_loss(loss_type: str, kwargs: dict) -> LossSpec:
+    """The `LossSpec` of `loss_type` if it exists and takes every key of `kwargs` (else
+    ValueError): cheap, so configs are checked before any model is built."""
     if loss_type not in LOSSES:
         raise ValueError(f"unknown loss type {loss_type!r}; available: {', '.join(sorted(LOSSES))}")
     spec = LOSSES[loss_type]
-    if spec.needs_num_classes and dataset_num_classes is not None:
-        kwargs = {"num_classes": dataset_num_classes, **kwargs}
     if spec.stateful:
         params = list(inspect.signature(spec.fn.__init__).parameters)[1:]  # drop self
     else:
@@ -89,13 +105,4 @@ def build_loss(loss_type: str, dataset_num_classes: int | None = None, **kwargs)
     if unknown:
         raise ValueError(f"loss type {loss_type!r} got unexpected argument(s) {unknown}; "
                          f"it accepts: {params}")
-    if spec.stateful:
-        return spec.fn(**kwargs)
-    return functools.partial(spec.fn, **kwargs)
-
-
-__all__ = ["LOSSES", "AttentionCosineDistanceLoss", "BatchHardTripletLoss", "CenterLoss",
-           "ImprovedTriHardLoss", "LossSpec", "SemiHardTripletLoss", "attention_cosine_distance",
-           "batch_hard_triplet", "build_loss", "center_loss", "cross_entropy",
-           "gather_across_replicas", "global_batch", "improved_trihard", "pairwise_distance",
-           "semi_hard_triplet"]
+    return spec

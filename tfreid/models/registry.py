@@ -8,6 +8,7 @@ first use, so nothing else lists the models.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from typing import Callable
 
@@ -67,9 +68,23 @@ def build_model(name: str, num_classes: int, **overrides) -> keras.Model:
     The model's outputs are a dict that always holds `"embedding"`, the inference feature as the
     paper defines it, plus the training heads under stable keys (`"logits/global"`, ...).
     """
-    _check_name(name)
+    check_overrides(name, overrides)
     check_int("num_classes", num_classes)
     return _BUILDERS[name](num_classes, **overrides)
+
+
+def check_overrides(name: str, overrides: dict) -> None:
+    """ValueError unless model `name` exists and its builder takes every key of `overrides`
+    (cheap: configs are checked before any model is built)."""
+    _check_name(name)
+    params = inspect.signature(_BUILDERS[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(overrides) - set(params) - {"num_classes"})
+    if unknown:
+        accepted = [p for p in params if p != "num_classes"]
+        raise ValueError(f"model {name!r} has no option {unknown[0]!r} (model.kwargs); its "
+                         f"options: {', '.join(accepted)}")
 
 
 def embedding_model(model: keras.Model) -> keras.Model:

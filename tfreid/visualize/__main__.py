@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tfreid.cli import HelpFormatter, add_quiet, error, quiet_tensorflow
+from tfreid.cli import HelpFormatter, add_quiet, quiet_tensorflow, run_cli
 
 
 def _cell_size(text: str) -> tuple[int, int]:
@@ -110,13 +110,12 @@ def run(args) -> list:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return run_cli(_main, parse_args(argv))
+
+
+def _main(args) -> int:
     quiet_tensorflow()
-    try:
-        written = run(args)
-    except (ValueError, FileNotFoundError) as err:
-        return error(err)
-    for path in written:
+    for path in run(args):
         print(path)
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tfreid.data.datasets.base import ReIDDataset, Sample, relabel
+from tfreid.data.datasets.base import ReIDDataset, Sample, check_inside_root, relabel
 
 _LOADERS: dict[str, Callable[..., ReIDDataset]] = {}
 
@@ -29,14 +29,24 @@ def available_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
-def build_dataset(name: str, root: str | None = None, **kwargs) -> ReIDDataset:
-    """Load dataset `name` from `root` (see each loader for its layout and options)."""
+def build_dataset(name: str, root: str | None = None, allow_outside_root: bool = False,
+                  **kwargs) -> ReIDDataset:
+    """Load dataset `name` from `root` (see each loader for its layout and options).
+
+    Every image path must resolve inside the dataset folder (``..`` in a list file or a symlink
+    leading elsewhere is an error) unless `allow_outside_root` is True.
+    """
     _import_builtin_loaders()
     if name not in _LOADERS:
         raise ValueError(
             f"Unknown dataset {name!r}; available datasets: {', '.join(sorted(_LOADERS))}"
         )
-    return _LOADERS[name](root, **kwargs)
+    if not isinstance(allow_outside_root, bool):
+        raise ValueError(f"allow_outside_root must be true or false, got {allow_outside_root!r}")
+    dataset = _LOADERS[name](root, **kwargs)
+    if not allow_outside_root:
+        check_inside_root(dataset)
+    return dataset
 
 
 def _import_builtin_loaders():
