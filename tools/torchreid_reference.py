@@ -36,13 +36,16 @@ import pathlib
 import re
 import sys
 import time
+import types
 
 import numpy as np
 import torch
 from PIL import Image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# tfreid/__init__ needs TensorFlow; this venv has PyTorch only, so load the NumPy-only metrics
+# subpackage under an empty parent package.
+sys.modules.setdefault("tfreid", types.ModuleType("tfreid")).__path__ = [str(REPO / "tfreid")]
 from tfreid.metrics import compute_distance_matrix, evaluate_rank  # noqa: E402  (NumPy only)
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
