@@ -89,3 +89,17 @@ def test_tensorflow_startup_logs_are_hidden(tmp_path):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: ")
+
+
+def test_error_line_of_a_traced_function_names_the_cause(capsys):
+    from tfreid.cli import error
+
+    traced = ('in user code:\n\n    File "x.py", line 3, in call  *\n        y = f(x)\n\n'
+              "    ValueError: Exception encountered when calling Pool.call().\n\n"
+              "    \x1b[1mNegative dimension size caused by subtracting 17 from 16\x1b[0m\n\n"
+              "    Arguments received by Pool.call():\n")
+    assert error(ValueError(traced)) == 2
+    assert capsys.readouterr().err == ("error: Exception encountered when calling Pool.call(). "
+                                       "Negative dimension size caused by subtracting 17 from 16\n")
+    assert error(ValueError("first line\nsecond")) == 2
+    assert capsys.readouterr().err == "error: first line\n"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import tempfile
 from typing import Callable
@@ -54,9 +55,23 @@ def error(err: BaseException | str) -> int:
     input); `TFREID_DEBUG=1` re-raises instead."""
     if isinstance(err, BaseException) and os.environ.get("TFREID_DEBUG"):
         raise err
-    lines = str(err).strip().splitlines()
-    print(f"error: {lines[0] if lines else type(err).__name__}", file=sys.stderr)
+    print(f"error: {_first_line(str(err)) or type(err).__name__}", file=sys.stderr)
     return 2
+
+
+def _first_line(message: str) -> str:
+    """The line that says what went wrong. An error raised while tracing a tf.function starts
+    with "in user code:" and a stack; its own message sits after the last "...Error: " line
+    (Keras then puts it on the next line)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in message.strip().splitlines()]
+    lines = [line for line in lines if line]
+    if not lines or lines[0] != "in user code:":
+        return lines[0] if lines else ""
+    last = max((i for i, line in enumerate(lines) if re.match(r"\w+(Error|Exception): ", line)),
+               default=len(lines) - 1)
+    if "Exception encountered when calling" in lines[last] and last + 1 < len(lines):
+        return f"{lines[last].split(': ', 1)[1]} {lines[last + 1]}"
+    return lines[last]
 
 
 def run_cli(fn: Callable[..., int], *args) -> int:

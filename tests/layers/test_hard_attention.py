@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfreid.layers.hard_attention import HardRegionAttention, stripe_bias
+from tfreid.layers.hard_attention import HardRegionAttention, band_matrix, stripe_bias
 from tfreid.layers.region_sampler import RegionSampler
 
 
@@ -214,3 +214,17 @@ def test_options_round_trip_and_errors():
         HardRegionAttention(frozen=1)
     with pytest.raises(ValueError, match="static H, W"):
         HardRegionAttention(pooling="stripes").compute_output_shape((None, None, 4, 8))
+
+
+def test_band_matrix_uses_pytorch_adaptive_pooling_edges():
+    # H=5, S=3: torch.nn.AdaptiveAvgPool1d(3) averages rows 0-1, 1-3, 3-4
+    want = np.array([[1 / 2, 1 / 2, 0, 0, 0], [0, 1 / 3, 1 / 3, 1 / 3, 0], [0, 0, 0, 1 / 2, 1 / 2]])
+    np.testing.assert_allclose(band_matrix(5, 3), want, rtol=1e-6)
+    np.testing.assert_allclose(band_matrix(20, 8).sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_stripe_pooling_runs_in_a_graph_with_an_unknown_batch():
+    # HA-CNN's level-1 maps are 40x16; Keras's AdaptiveAveragePooling2D failed on them here.
+    layer = HardRegionAttention(num_regions=4, pooling="stripes", stripes=8)
+    fn = tf.function(layer, input_signature=[tf.TensorSpec((None, 40, 16, 6), tf.float32)])
+    assert fn(tf.ones((2, 40, 16, 6))).shape == (2, 4, 2)

@@ -11,6 +11,16 @@ from tfreid.layers.validation import check_bool, check_feature_map, check_positi
 POOLINGS = ("average", "stripes")
 
 
+def band_matrix(height: int, bands: int) -> np.ndarray:
+    """[bands, height] averaging weights of adaptive average pooling (PyTorch's band edges:
+    rows floor(i * H / S) .. ceil((i + 1) * H / S) - 1)."""
+    weights = np.zeros((bands, height), np.float32)
+    for i in range(bands):
+        start, stop = (i * height) // bands, -((-(i + 1) * height) // bands)
+        weights[i, start:stop] = 1.0 / (stop - start)
+    return weights
+
+
 def stripe_bias(num_regions: int) -> np.ndarray:
     """Pre-tanh Dense bias placing ``num_regions`` regions as evenly spaced horizontal stripes.
 
@@ -88,10 +98,9 @@ class HardRegionAttention(keras.layers.Layer):
         self.pooling, self.stripes = pooling, check_positive_int("stripes", stripes)
         self.center, self.frozen = check_bool("center", center), check_bool("frozen", frozen)
         kw = dict(dtype=self.dtype_policy)
-        if pooling == "average":
-            self.pool = keras.layers.GlobalAveragePooling2D(name="gap", **kw)
-        else:
-            self.pool = keras.layers.AdaptiveAveragePooling2D((self.stripes, 1), name="stripe_pool", **kw)
+        # "stripes" pools in call() with a constant band matrix (Keras's AdaptiveAveragePooling2D
+        # fails on HA-CNN's 40x16 level-1 maps in graph mode).
+        self.pool = keras.layers.GlobalAveragePooling2D(name="gap", **kw) if pooling == "average" else None
         self.norm = (keras.layers.BatchNormalization(center=False, scale=False, name="center", **kw)
                      if center else None)
         self.fc = keras.layers.Dense(
@@ -105,7 +114,8 @@ class HardRegionAttention(keras.layers.Layer):
 
     def build(self, input_shape):
         input_shape = check_feature_map(self, input_shape, static_spatial=self.pooling == "stripes")
-        self.pool.build(input_shape)
+        if self.pool is not None:
+            self.pool.build(input_shape)
         features = input_shape[-1] * (self.stripes if self.pooling == "stripes" else 1)
         if self.norm is not None:
             self.norm.build((input_shape[0], features))
@@ -116,8 +126,11 @@ class HardRegionAttention(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         check_feature_map(self, inputs.shape, static_spatial=self.pooling == "stripes")
-        x = self.pool(inputs)
-        if self.pooling == "stripes":  # [B, S, 1, C] -> [B, S * C], band-major
+        if self.pool is not None:
+            x = self.pool(inputs)
+        else:  # row means [B, H, C] -> band means [B, S, C] -> [B, S * C], band-major
+            bands = ops.cast(band_matrix(inputs.shape[1], self.stripes), inputs.dtype)
+            x = ops.einsum("sh,bhc->bsc", bands, ops.mean(inputs, axis=2))
             x = ops.reshape(x, (-1, self.stripes * inputs.shape[-1]))
         if self.norm is not None:
             x = self.norm(x, training=training)
