@@ -226,5 +226,10 @@ def test_band_matrix_uses_pytorch_adaptive_pooling_edges():
 def test_stripe_pooling_runs_in_a_graph_with_an_unknown_batch():
     # HA-CNN's level-1 maps are 40x16; Keras's AdaptiveAveragePooling2D failed on them here.
     layer = HardRegionAttention(num_regions=4, pooling="stripes", stripes=8)
+    x = tf.random.stateless_normal((2, 40, 16, 6), seed=(1, 2))
+    layer.build(x.shape)
+    layer.fc.kernel.assign(tf.random.stateless_normal(layer.fc.kernel.shape, seed=(3, 4)) * 0.1)
+    eager = np.asarray(layer(x))
     fn = tf.function(layer, input_signature=[tf.TensorSpec((None, 40, 16, 6), tf.float32)])
-    assert fn(tf.ones((2, 40, 16, 6))).shape == (2, 4, 2)
+    np.testing.assert_allclose(np.asarray(fn(x)), eager, rtol=1e-5, atol=1e-6)
+    assert np.abs(eager - np.asarray(layer(tf.roll(x, 10, axis=1)))).max() > 1e-3  # bands see position
