@@ -145,14 +145,17 @@ def prepare(args):
             check_loss(term.type, term.kwargs)
         except ValueError as err:
             raise ValueError(f"losses[{i}] ({term.name}): {err}") from None
-    if cfg.model.backbone_weights:  # fetch (or fail offline) before the data and the model
-        from tfreid.models.backbones.weights import MODEL_BACKBONES, resolve_backbone_weights
+    from tfreid.models.backbones.weights import MODEL_BACKBONES, model_backbone, resolve_backbone_weights
 
-        if cfg.model.name not in MODEL_BACKBONES and cfg.model.backbone_weights == "imagenet":
+    try:
+        backbone = model_backbone(cfg.model.name, cfg.model.kwargs)  # checks CCAN's `backbone` too
+    except ValueError as err:
+        raise ValueError(f"model.kwargs: {err}") from None
+    if cfg.model.backbone_weights:  # fetch (or fail offline) before the data and the model
+        if backbone is None and cfg.model.backbone_weights == "imagenet":
             raise ValueError(f"model.backbone_weights: model {cfg.model.name!r} has no ImageNet "
                              f"backbone (models with one: {', '.join(sorted(MODEL_BACKBONES))})")
-        resolve_backbone_weights(cfg.model.backbone_weights,
-                                 MODEL_BACKBONES.get(cfg.model.name, "resnet50"))
+        resolve_backbone_weights(cfg.model.backbone_weights, backbone or "resnet50")
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.kwargs)
     dataset, skipped = screen_dataset(dataset, cfg.data.on_bad_image, cfg.data.max_bad_fraction)
     if len(dataset.train) < cfg.batch_size:

@@ -1,10 +1,11 @@
-"""BN-Inception backbone: torchvision GoogLeNet size/cost, layout, names, weight loading."""
+"""BN-Inception backbone: torchvision GoogLeNet size/cost, layout, names; weight loading (also
+Inception-v2's)."""
 
 import keras
 import numpy as np
 import pytest
 
-from tfreid.models.backbones import bn_inception_stage, bn_inception_stem, build_bn_inception
+from tfreid.models.backbones import bn_inception_stage, bn_inception_stem, build_bn_inception, build_inception_v2
 from tfreid.models.backbones.bn_inception import INCEPTION, STAGE_BLOCKS
 from tfreid.models.complexity import count_flops, count_params
 
@@ -114,15 +115,18 @@ def test_width_multiplier_and_prefixed_copies():
         build_bn_inception((64, 32))
 
 
-def test_weights_load_by_layer_name(small, tmp_path):
+@pytest.mark.parametrize("build", [build_bn_inception, build_inception_v2])
+def test_weights_load_by_layer_name(build, tmp_path):
+    keras.utils.set_random_seed(0)
+    small = build((64, 32, 3), width_multiplier=0.25)
     rng = np.random.default_rng(2)
     for var in small.weights:  # random values everywhere, BN statistics included
         var.assign(rng.normal(0.0, 0.1, var.shape).astype("float32") + (1.0 if "variance" in var.path else 0.0))
-    path = str(tmp_path / "bn_inception.weights.h5")
+    path = str(tmp_path / "backbone.weights.h5")
     small.save_weights(path)
-    loaded = build_bn_inception((64, 32, 3), width_multiplier=0.25, weights=path)
+    loaded = build((64, 32, 3), width_multiplier=0.25, weights=path)
     x = rng.normal(size=(2, 64, 32, 3)).astype("float32")
     for key, value in small(x, training=False).items():
         np.testing.assert_array_equal(np.asarray(loaded(x, training=False)[key]), np.asarray(value), err_msg=key)
     with pytest.raises(FileNotFoundError, match="missing.h5"):  # before building anything
-        build_bn_inception((64, 32, 3), weights=str(tmp_path / "missing.h5"))
+        build((64, 32, 3), weights=str(tmp_path / "missing.h5"))

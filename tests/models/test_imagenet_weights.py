@@ -7,20 +7,18 @@ import keras
 import numpy as np
 import pytest
 
+from pytorch_state_dicts import googlenet_state_dict as _torch_state_dict
+from pytorch_state_dicts import randomize as _randomize
 from tfreid.models import build_model
 from tfreid.models.backbones import build_bn_inception, load_backbone_weights
 from tfreid.models.backbones import weights as weights_lib
 from tfreid.models import convert
+from tfreid.models import pytorch_layouts as layouts
+from tfreid.models.pytorch_layouts import expected_layers
 
 SHAPE = (64, 32, 3)
-
-
-def _randomize(model, seed):
-    rng = np.random.default_rng(seed)
-    for var in model.weights:
-        low = 0.5 if "variance" in var.path or "gamma" in var.path else -0.5
-        var.assign(rng.uniform(low, 1.0, var.shape).astype("float32"))
-    return model
+# conv1 carries torchvision's transform_input folded in (test_convert_cadene.py checks it)
+UNFOLDED = [name for name in expected_layers() if not name.startswith("conv1_")]
 
 
 def _assert_same(model, reference, layer_names, prefix=""):
@@ -105,24 +103,6 @@ def test_bn_inception_imagenet_without_converted_file_names_the_converter(tmp_pa
 
 
 # ----------------------------------------------------------------------------- converter
-def _torch_state_dict(backbone) -> dict[str, np.ndarray]:
-    """`backbone`'s weights as torchvision's GoogLeNet state dict ([out, in, kh, kw] kernels),
-    plus the auxiliary classifiers and fc a real checkpoint carries."""
-    state = {}
-    for layer in convert.expected_layers():
-        prefix = convert._torch_prefix(layer)
-        arrays = backbone.get_layer(layer).get_weights()
-        if layer.endswith("_conv"):
-            state[prefix + "weight"] = arrays[0].transpose(3, 2, 0, 1).copy()
-        else:
-            for name, array in zip(("weight", "bias", "running_mean", "running_var"), arrays):
-                state[prefix + name] = array
-            state[prefix + "num_batches_tracked"] = np.array(7)
-    state["aux1.fc1.weight"] = np.zeros((4, 4), np.float32)
-    state["fc.weight"], state["fc.bias"] = np.zeros((10, 8), np.float32), np.zeros(10, np.float32)
-    return state
-
-
 @pytest.fixture(scope="module")
 def small_googlenet():
     keras.utils.set_random_seed(2)
@@ -136,23 +116,23 @@ def test_converter_maps_every_layer_and_the_ccan_imagenet_option_loads_it(
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     assert convert.main([str(checkpoint), "--no-check"]) == 0  # default: Keras's cache
     out = tmp_path / "keras" / "models" / weights_lib.BN_INCEPTION_FILE
-    assert f"wrote {out}: {len(convert.expected_layers())} layers" in capsys.readouterr().out
+    assert f"wrote {out}: BN-Inception (GoogLeNet v1 + BN), {len(expected_layers())} layers" \
+        in capsys.readouterr().out
     fresh = build_bn_inception(SHAPE, width_multiplier=0.25, weights="imagenet")
-    _assert_same(fresh, small_googlenet, convert.expected_layers())
-    assert convert.check_loads(out, width_multiplier=0.25) == len(convert.expected_layers())
+    _assert_same(fresh, small_googlenet, UNFOLDED)
+    assert convert.check_loads(out, width_multiplier=0.25) == len(expected_layers())
 
 
 @pytest.mark.slow  # a small CCAN with two part streams (~20 s)
 def test_ccan_imagenet_fills_global_and_part_copies(small_googlenet, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    convert.write_layer_weights(convert.googlenet_to_layers(_torch_state_dict(small_googlenet)),
+    convert.write_layer_weights(layouts.googlenet_to_layers(_torch_state_dict(small_googlenet)),
                                 tmp_path / "models" / weights_lib.BN_INCEPTION_FILE)
     model = build_model("ccan", 4, input_shape=SHAPE, width_multiplier=0.25, feature_dim=16,
                         num_parts=2, backbone_weights="imagenet")
-    names = convert.expected_layers()
-    _assert_same(model, small_googlenet, names)
+    _assert_same(model, small_googlenet, UNFOLDED)
     for part in ("part1_", "part2_"):
-        _assert_same(model, small_googlenet, [n for n in names if n.startswith(("inception4", "inception5"))], part)
+        _assert_same(model, small_googlenet, [n for n in UNFOLDED if n.startswith(("inception4", "inception5"))], part)
 
 
 def test_converter_errors_name_the_layer(small_googlenet, tmp_path, capsys):
@@ -160,17 +140,17 @@ def test_converter_errors_name_the_layer(small_googlenet, tmp_path, capsys):
     broken = dict(state)
     del broken["inception4c.branch3.1.bn.running_var"]
     with pytest.raises(ValueError, match=r"inception4c\.branch3\.1\.bn\.running_var.*inception4c_branch3_1_bn"):
-        convert.googlenet_to_layers(broken)
-    with pytest.raises(ValueError, match="Cadene's BN-Inception.*googlenet-1378be20.pth"):
-        convert.googlenet_to_layers({"conv1_7x7_s2.weight": np.zeros((64, 3, 7, 7)), **state})
+        layouts.googlenet_to_layers(broken)
+    with pytest.raises(ValueError, match="no backbone layer takes.*conv1_7x7_s2.weight"):
+        layouts.googlenet_to_layers({"conv1_7x7_s2.weight": np.zeros((64, 3, 7, 7)), **state})
     with pytest.raises(ValueError, match="no backbone layer takes.*extra.layer.weight"):
-        convert.googlenet_to_layers({**state, "extra.layer.weight": np.zeros(3)})
+        layouts.googlenet_to_layers({**state, "extra.layer.weight": np.zeros(3)})
     assert convert.main([str(tmp_path / "missing.pth")]) == 2
     assert capsys.readouterr().err.startswith("error: checkpoint ")
 
 
 def test_loading_a_file_of_other_widths_or_missing_layers_names_the_layer(small_googlenet, tmp_path):
-    layers = convert.googlenet_to_layers(_torch_state_dict(small_googlenet))
+    layers = layouts.googlenet_to_layers(_torch_state_dict(small_googlenet))
     path = convert.write_layer_weights(layers, tmp_path / "small.h5")
     wider = build_bn_inception(SHAPE, width_multiplier=0.5)
     with pytest.raises(ValueError, match=r"layer 'conv1_conv' expects weight shapes"):
@@ -189,7 +169,7 @@ def test_pth_checkpoint_through_torch(small_googlenet, tmp_path):
     out = tmp_path / "bn.h5"
     assert convert.main([str(tmp_path / "googlenet.pth"), "--out", str(out), "--no-check"]) == 0
     fresh = build_bn_inception(SHAPE, width_multiplier=0.25, weights=str(out))
-    _assert_same(fresh, small_googlenet, convert.expected_layers())
+    _assert_same(fresh, small_googlenet, UNFOLDED)
 
 
 def test_paper_recipes_start_from_imagenet_where_the_paper_does():

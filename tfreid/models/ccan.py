@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import keras
@@ -14,6 +15,8 @@ from tfreid.layers.validation import check_bool, check_feature_map, check_positi
 from tfreid.models.backbones.bn_inception import (bn_inception_stage, bn_inception_stem,
                                                   check_branch3_kernel, check_weights_path,
                                                   check_width_multiplier)
+from tfreid.models.backbones.inception_v2 import inception_v2_stage, inception_v2_stem
+from tfreid.models.backbones.weights import check_ccan_backbone
 from tfreid.models.registry import register_model
 
 BRANCHES = ("G", "L", "G+L")
@@ -84,9 +87,22 @@ def _head(x, feature_dim, branch, bn=True):
     return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"fc_{branch}_bn", dtype="float32")(x)
 
 
+def _backbone_builders(backbone: str, branch3_kernel):
+    """``(stem(x, width), stage(x, stage, width, prefix=...))`` of CCAN's `backbone` option."""
+    if backbone == "googlenet_bn":
+        k5 = check_branch3_kernel(3 if branch3_kernel is None else branch3_kernel)
+        return bn_inception_stem, functools.partial(bn_inception_stage, branch3_kernel=k5)
+    if branch3_kernel is not None:
+        raise ValueError(f"`branch3_kernel` sets GoogLeNet's \"5x5\" branch and applies only to "
+                         f"backbone='googlenet_bn', received branch3_kernel={branch3_kernel!r} "
+                         f"with backbone={backbone!r}; leave it unset (None).")
+    return inception_v2_stem, inception_v2_stage
+
+
 def _check_input_shape(input_shape, num_parts):
     shape = check_input_shape(input_shape)
-    # Z2 is 1/16 of the input (conv1 /2, three /2 max pools); each of its kp stripes needs >= 1 row.
+    # Z2 is 1/16 of the input (four stride-2 steps on either backbone); each of its kp stripes
+    # needs >= 1 row.
     if shape[0] % (16 * num_parts):
         raise ValueError(
             f"`input_shape` height must be a multiple of 16 * num_parts = {16 * num_parts} (equal "
@@ -107,14 +123,15 @@ def build_ccan(
     use_ss: bool = True,
     use_cc: bool | None = None,
     branches: str = "G+L",
-    branch3_kernel: int = 3,
+    backbone: str = "googlenet_bn",
+    branch3_kernel: int | None = None,
     fc_bn: bool = True,
     backbone_weights: str | None = None,
     name: str = "ccan",
 ) -> keras.Model:
     """Builds CCAN: a BN-Inception global branch with SS-attention and ``kp`` CC-attended part streams.
 
-    Graph (layer names; Sec. 3.2, Fig. 3):
+    Graph (layer names of the default ``backbone="googlenet_bn"``; Sec. 3.2, Fig. 3):
 
     - Global level 1: BN-Inception stem + stage 3 (``conv1`` .. ``inception3b``, 480 ch, 1/8) ->
       ``ss1`` (`SymmetricSelfAttention`, SS^G_1) -> ``Z1``. Level 2: stage 4 (``maxpool3``,
@@ -128,6 +145,13 @@ def build_ccan(
       ``part{s}_pool``. ``local_concat`` (kp x 1024) -> ``fc_local`` -> ``fc_local_bn`` =
       ``features/local`` -> ``classifier_local``.
     - ``embedding`` = ``l2_global`` ++ ``l2_local`` (Sec. 3.4).
+
+    ``backbone="inception_v2"`` swaps in Ioffe & Szegedy's BN-Inception
+    (`tfreid.models.backbones.inception_v2`, the ReID community's ImageNet checkpoint): level 1 =
+    stem + ``pool2_3x3_s2`` + 3a-3b (320 ch, 1/8), level 2 = 3c-4d (608 ch, 1/16), level 3 =
+    4e-5b (1024 ch, 1/32), with that module's layer names (``inception_3b_output``,
+    ``part{s}_inception_3c_3x3_conv``, ...); attention, stripes and heads take the level widths
+    as they come.
 
     Decisions the paper leaves open: the CC query is the part stream (its residual continues the
     stream) and the key the global Z2 stripe; FC_1 is Dense + BN without ReLU (the BN, which the
@@ -148,17 +172,22 @@ def build_ccan(
             ``(256, 128, 3)``. ``W_alpha`` of the attention layers is sized from it.
         num_parts: ``kp``, part streams. Default 4.
         feature_dim: ``d``, width of FC_1 per branch. Default 1024.
-        width_multiplier: scales every BN-Inception width (1.0 = 480/832/1024 channels).
+        width_multiplier: scales every backbone width (1.0 = 480/832/1024 channels for
+            googlenet_bn, 320/608/1024 for inception_v2).
         reduction: ``C / K`` of the attention projections. Default 8.
         use_ss: SS-attention after global level 1. Default True.
         use_cc: CC-attention in every part stream; ``None`` (default) = whenever the local branch
             is built. ``True`` without the local branch is an error.
         branches: ``"G+L"`` (default), ``"G"`` or ``"L"``.
-        branch3_kernel: BN-Inception "5x5" branch kernel, 3 (default: the pretrained "GoogLeNet
-            with BN" of torchvision, which the paper fine-tunes, has 3x3 there) or 5 (GoogLeNet).
+        backbone: ``"googlenet_bn"`` (default: GoogLeNet v1 + BN, the paper's) or
+            ``"inception_v2"`` (Ioffe & Szegedy's BN-Inception, Cadene's ImageNet weights).
+        branch3_kernel: googlenet_bn's "5x5" branch kernel, 3 (``None``, the default: the
+            pretrained "GoogLeNet with BN" of torchvision, which the paper fine-tunes, has 3x3
+            there) or 5 (GoogLeNet). Any value with ``backbone="inception_v2"`` is an error.
         fc_bn: BN after FC_1 (default True, see above); False gives FC_1 as a bare Dense.
-        backbone_weights: optional local ``.h5`` of BN-Inception weights (by layer name), or
-            ``"imagenet"`` (the converted PyTorch ImageNet checkpoint, `tfreid.models.convert`).
+        backbone_weights: optional local ``.h5`` of the backbone's weights (by layer name), or
+            ``"imagenet"`` (the backbone's converted PyTorch ImageNet checkpoint,
+            `tfreid.models.convert`).
         name: model name.
 
     Returns:
@@ -183,7 +212,8 @@ def build_ccan(
     feature_dim = check_positive_int("feature_dim", feature_dim)
     reduction = check_positive_int("reduction", reduction)
     width = check_width_multiplier(width_multiplier)
-    k5 = check_branch3_kernel(branch3_kernel)
+    weights_backbone = check_ccan_backbone(backbone)
+    stem, stage = _backbone_builders(backbone, branch3_kernel)
     check_bool("use_ss", use_ss)
     check_bool("fc_bn", fc_bn)
     if branches not in BRANCHES:
@@ -194,18 +224,18 @@ def build_ccan(
         raise ValueError(f"use_cc=True needs the local branch (CC-attention sits in the part "
                          f"streams), received branches={branches!r}; pass use_cc=False.")
     input_shape = _check_input_shape(input_shape, num_parts)
-    backbone_weights = check_weights_path(backbone_weights)
+    backbone_weights = check_weights_path(backbone_weights, weights_backbone)
 
     inputs = keras.Input(shape=input_shape, name="images")
     outputs, embedding = {}, []
-    z1 = bn_inception_stage(bn_inception_stem(inputs, width), 3, width, k5)
+    z1 = stage(stem(inputs, width), 3, width)
     if use_ss:
         z1, attended = SymmetricSelfAttention(reduction, return_attention=True, name="ss1")(z1)
         outputs["attention/ss_1"] = attended
-    z2 = bn_inception_stage(z1, 4, width, k5) if (use_global or use_cc) else None
+    z2 = stage(z1, 4, width) if (use_global or use_cc) else None
 
     if use_global:
-        x = bn_inception_stage(z2, 5, width, k5)
+        x = stage(z2, 5, width)
         f_global = _head(keras.layers.GlobalAveragePooling2D(name="global_pool")(x), feature_dim, "global", fc_bn)
         outputs["features/global"] = f_global
         outputs["logits/global"] = keras.layers.Dense(num_classes, name="classifier_global", dtype="float32")(f_global)
@@ -215,12 +245,12 @@ def build_ccan(
         pooled = []
         for s in range(1, num_parts + 1):
             x = HorizontalStripe(s - 1, num_parts, name=f"part{s}_z1_stripe")(z1)
-            x = bn_inception_stage(x, 4, width, k5, prefix=f"part{s}_")
+            x = stage(x, 4, width, prefix=f"part{s}_")
             if use_cc:
                 key = HorizontalStripe(s - 1, num_parts, name=f"part{s}_z2_stripe")(z2)
                 x, attended = CrossCorrelatedAttention(reduction, return_attention=True, name=f"part{s}_cc")(x, key)
                 outputs[f"attention/cc_{s}"] = attended
-            x = bn_inception_stage(x, 5, width, k5, prefix=f"part{s}_")
+            x = stage(x, 5, width, prefix=f"part{s}_")
             pooled.append(keras.layers.GlobalAveragePooling2D(name=f"part{s}_pool")(x))
         x = keras.layers.Concatenate(name="local_concat")(pooled) if num_parts > 1 else pooled[0]
         f_local = _head(x, feature_dim, "local", fc_bn)
@@ -236,6 +266,6 @@ def build_ccan(
     if backbone_weights is not None:
         from tfreid.models.backbones.weights import load_backbone_weights
 
-        load_backbone_weights(model, backbone_weights, backbone="bn_inception",
+        load_backbone_weights(model, backbone_weights, backbone=weights_backbone,
                               prefixes=("", *(f"part{s}_" for s in range(1, num_parts + 1))))
     return model

@@ -1,26 +1,28 @@
-"""`python -m tfreid.models.convert`: PyTorch GoogLeNet-with-BN ImageNet weights -> CCAN's backbone.
+"""`python -m tfreid.models.convert`: PyTorch BN-Inception ImageNet weights -> CCAN's backbones.
 
     python -m tfreid.models.convert CHECKPOINT [--out PATH] [--no-check]
 
-CCAN's backbone (`tfreid.models.backbones.bn_inception`: GoogLeNet v1 with BN after every conv,
-global levels of 480 / 832 / 1024 channels) follows torchvision's ``googlenet`` module for module,
-so torchvision's ImageNet checkpoint ``googlenet-1378be20.pth``
-(https://download.pytorch.org/models/googlenet-1378be20.pth) maps onto it layer by layer:
-``inception4a.branch2.1.conv.weight`` -> layer ``inception4a_branch2_1_conv``, kernel transposed
-from ``[out, in, kh, kw]`` to ``[kh, kw, in, out]``; ``...bn.{weight, bias, running_mean,
-running_var}`` -> gamma, beta, moving mean, moving variance. The auxiliary classifiers, ``fc`` and
-``num_batches_tracked`` are dropped.
+Two checkpoints convert, recognised by their keys (`tfreid.models.pytorch_layouts`):
 
-Cadene's ``bn_inception-52deb4733.pth`` (pretrainedmodels) is the other "BN-Inception": Ioffe &
-Szegedy's Inception-v2 (double 3x3 branches, average-pool projections, stride-2 modules 3c/4e,
-stage widths 320 / 576 / 1056 / 1024). Its tensors have other shapes than CCAN's 480 / 832 / 1024
-network, so no renaming can load them; the converter recognises that file and says so.
+- torchvision's ``googlenet-1378be20.pth`` (https://download.pytorch.org/models/googlenet-1378be20.pth):
+  GoogLeNet v1 with BN, CCAN's paper backbone (`tfreid.models.backbones.bn_inception`, 480 / 832
+  / 1024 channels; ``model.kwargs.backbone: googlenet_bn``, the default). Output
+  ``tfreid_bn_inception_imagenet.weights.h5``.
+- Cadene's ``bn_inception-52deb4733.pth``
+  (http://data.lip6.fr/cadene/pretrainedmodels/bn_inception-52deb4733.pth): Ioffe & Szegedy's
+  BN-Inception, i.e. Inception-v2 (`tfreid.models.backbones.inception_v2`, 320 / 608 / 1024;
+  ``model.kwargs.backbone: inception_v2``). Output ``tfreid_inception_v2_imagenet.weights.h5``.
+
+Layer by layer, kernels transposed to Keras's ``[kh, kw, in, out]``, Cadene's conv biases folded
+into the BN moving means, and each checkpoint's input space (torchvision: ``transform_input``;
+Cadene: BGR 0..255 minus its mean) folded into the first conv, so the converted backbone takes
+tfreid's ImageNet-normalised RGB input. Classifiers and ``num_batches_tracked`` are dropped.
 
 CHECKPOINT is a ``.pth``/``.pt`` file (read with PyTorch: ``pip install 'tfreid[torch]'``) or an
 ``.npz`` of the same state dict (no PyTorch needed). The output is a Keras legacy HDF5 weights
-file; by default it goes to Keras's cache (``~/.keras/models/tfreid_bn_inception_imagenet.
-weights.h5``), where ``model.backbone_weights: imagenet`` finds it. Unless ``--no-check``, the
-file is loaded into a full-width BN-Inception to prove every layer fits.
+file; by default it goes to Keras's cache (``~/.keras/models/``) under the backbone's file name,
+where ``model.backbone_weights: imagenet`` finds it. Unless ``--no-check``, the file is loaded
+into the full-width backbone of its layout to prove every layer fits.
 
 Exit status 0 on success, 2 on bad input (one ``error:`` line; ``TFREID_DEBUG=1`` re-raises).
 """
@@ -34,21 +36,9 @@ import sys
 
 import numpy as np
 
-__all__ = ["expected_layers", "googlenet_to_layers", "read_state_dict", "write_layer_weights"]
+from tfreid.models.pytorch_layouts import state_to_layers
 
-_SKIP = ("aux1.", "aux2.", "fc.")
-_CADENE_KEYS = ("conv1_7x7_s2", "inception_3a_1x1", "inception_3c_")
-_BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
-
-
-def expected_layers() -> list[str]:
-    """The conv and BN layer names of the BN-Inception backbone, in network order."""
-    from tfreid.models.backbones.bn_inception import INCEPTION
-
-    units = ["conv1", "conv2", "conv3"]
-    for block in INCEPTION:
-        units += [f"inception{block}_branch{b}" for b in ("1", "2_0", "2_1", "3_0", "3_1", "4_1")]
-    return [f"{u}_{kind}" for u in units for kind in ("conv", "bn")]
+__all__ = ["check_loads", "read_state_dict", "write_layer_weights"]
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -82,50 +72,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k.removeprefix("module."): np.asarray(v) for k, v in state.items()}
 
 
-def googlenet_to_layers(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
-    """Map a torchvision GoogLeNet (BN) state dict to `{keras_layer: [weights in Keras order]}`.
-
-    Raises:
-        ValueError: Cadene's Inception-v2 BN-Inception, or a backbone layer missing or incomplete
-            (the message names the layer and the PyTorch key).
-    """
-    if any(k.startswith(_CADENE_KEYS) for k in state):
-        raise ValueError("this is Cadene's BN-Inception (Inception-v2: keys 'conv1_7x7_s2', "
-                         "'inception_3a_1x1', ...; stage widths 576/1056/1024), not the "
-                         "GoogLeNet-with-BN (480/832/1024) that CCAN fine-tunes; its tensors do "
-                         "not fit this backbone. Use torchvision's googlenet-1378be20.pth")
-    layers = {}
-    for layer in expected_layers():
-        prefix = _torch_prefix(layer)
-        if layer.endswith("_conv"):
-            key = f"{prefix}weight"
-            if key not in state:
-                raise ValueError(f"checkpoint has no {key!r} (layer {layer!r}); expected "
-                                 f"torchvision's GoogLeNet state dict")
-            kernel = state[key]
-            if kernel.ndim != 4:
-                raise ValueError(f"{key!r} (layer {layer!r}) has shape {kernel.shape}, "
-                                 f"expected a 4-D [out, in, kh, kw] kernel")
-            layers[layer] = [np.ascontiguousarray(kernel.transpose(2, 3, 1, 0), np.float32)]
-        else:
-            missing = [p for p in _BN_PARAMS if f"{prefix}{p}" not in state]
-            if missing:
-                raise ValueError(f"checkpoint has no {prefix + missing[0]!r} (layer {layer!r})")
-            layers[layer] = [np.asarray(state[f"{prefix}{p}"], np.float32) for p in _BN_PARAMS]
-    unused = sorted(k for k in state if not k.startswith(_SKIP) and not k.endswith("num_batches_tracked")
-                    and not any(k.startswith(_torch_prefix(layer)) for layer in layers))
-    if unused:
-        raise ValueError(f"checkpoint has {len(unused)} tensors no backbone layer takes, e.g. "
-                         f"{unused[:3]}; expected torchvision's GoogLeNet state dict")
-    return layers
-
-
-def _torch_prefix(layer: str) -> str:
-    """``inception4a_branch2_1_conv`` -> ``inception4a.branch2.1.conv.`` (torchvision's path)."""
-    module, kind = layer.rsplit("_", 1)
-    return module.replace("_branch", ".branch").replace("_", ".") + f".{kind}."
-
-
 def write_layer_weights(layers: dict[str, list[np.ndarray]], path: str | os.PathLike) -> pathlib.Path:
     """Write `{layer: [arrays]}` as a Keras legacy HDF5 weights file (what
     `tfreid.models.backbones.load_backbone_weights` reads), atomically."""
@@ -146,37 +92,41 @@ def write_layer_weights(layers: dict[str, list[np.ndarray]], path: str | os.Path
     return path
 
 
-def check_loads(path, width_multiplier: float = 1.0) -> int:
-    """Load `path` into a BN-Inception of `width_multiplier`; returns the number of layers."""
-    from tfreid.models.backbones import build_bn_inception, load_backbone_weights
+def check_loads(path, backbone: str = "bn_inception", width_multiplier: float = 1.0) -> int:
+    """Load `path` into `backbone` (``"bn_inception"``, ``"inception_v2"``) at
+    `width_multiplier`; returns the number of layers loaded."""
+    from tfreid.models.backbones import build_bn_inception, build_inception_v2, load_backbone_weights
 
-    model = build_bn_inception((64, 32, 3), width_multiplier=width_multiplier)
-    return len(load_backbone_weights(model, str(path), backbone="bn_inception"))
+    build = build_inception_v2 if backbone == "inception_v2" else build_bn_inception
+    model = build((64, 32, 3), width_multiplier=width_multiplier)
+    return len(load_backbone_weights(model, str(path), backbone=backbone))
 
 
 def main(argv=None) -> int:
-    from tfreid.models.backbones.weights import BN_INCEPTION_FILE, keras_cache_dir
+    from tfreid.models.backbones.weights import CONVERTED, keras_cache_dir
 
-    default = os.path.join(keras_cache_dir(), BN_INCEPTION_FILE)
     parser = argparse.ArgumentParser(prog="python -m tfreid.models.convert",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", help="googlenet-1378be20.pth (or an .npz state dict)")
-    parser.add_argument("--out", default=default, help="output .h5 (default %(default)s)")
+    parser.add_argument("checkpoint", help="googlenet-1378be20.pth or bn_inception-52deb4733.pth "
+                                           "(or an .npz state dict)")
+    parser.add_argument("--out", help=f"output .h5 (default: {keras_cache_dir()}/"
+                                      f"{{{', '.join(f for f, _, _ in CONVERTED.values())}}} by layout)")
     parser.add_argument("--no-check", action="store_true",
-                        help="skip loading the result into a full-width BN-Inception")
+                        help="skip loading the result into the full-width backbone")
     args = parser.parse_args(argv)
     try:
-        layers = googlenet_to_layers(read_state_dict(args.checkpoint))
-        path = write_layer_weights(layers, args.out)
-        loaded = None if args.no_check else check_loads(path)
+        backbone, layers = state_to_layers(read_state_dict(args.checkpoint))
+        file, _, what = CONVERTED[backbone]
+        path = write_layer_weights(layers, args.out or os.path.join(keras_cache_dir(), file))
+        loaded = None if args.no_check else check_loads(path, backbone)
     except (ValueError, FileNotFoundError, ImportError) as err:
         if os.environ.get("TFREID_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     count = sum(a.size for arrays in layers.values() for a in arrays)
-    print(f"wrote {path}: {len(layers)} layers, {count:,} values"
-          + ("" if loaded is None else f"; loads into BN-Inception ({loaded} layers)"))
+    print(f"wrote {path}: {what}, {len(layers)} layers, {count:,} values"
+          + ("" if loaded is None else f"; loads into the full-width backbone ({loaded} layers)"))
     return 0
 
 

@@ -64,12 +64,18 @@ def check_branch3_kernel(kernel):
     return int(kernel)
 
 
-def check_weights_path(weights):
+def check_weights_path(weights, backbone: str = "bn_inception"):
     """Fail before building (tens of seconds) when the weights file cannot be there; returns the
-    local file (``"imagenet"``: the converted file in the Keras cache) or ``None``."""
+    local file (``"imagenet"``: `backbone`'s converted file in the Keras cache) or ``None``."""
     from tfreid.models.backbones.weights import resolve_backbone_weights
 
-    return resolve_backbone_weights(weights, "bn_inception")
+    return resolve_backbone_weights(weights, backbone)
+
+
+def check_stage(stage):
+    if stage not in (3, 4, 5):
+        raise ValueError(f"`stage` must be 3, 4 or 5, received stage={stage!r}.")
+    return stage
 
 
 def scaled(channels: int, width_multiplier: float) -> int:
@@ -82,10 +88,11 @@ def stage_channels(stage: int, width_multiplier: float = 1.0) -> int:
     return sum(scaled(c, width_multiplier) for c in (c1, c3, c5, pool))
 
 
-def _conv_bn_relu(x, filters, kernel, stride, name, padding="same"):
+def conv_bn_relu(x, filters, kernel, stride, name, padding="same", epsilon=BN_EPSILON):
+    """Layers ``{name}_conv`` (no bias), ``{name}_bn``, ``{name}_relu``."""
     x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False,
                             kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=epsilon, name=f"{name}_bn")(x)
     return keras.layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -93,11 +100,11 @@ def inception_block(x, block: str, width_multiplier: float = 1.0, branch3_kernel
     """Inception module ``block`` ("3a" .. "5b"): 1x1 | 1x1->3x3 | 1x1->"5x5" | maxpool->1x1."""
     c1, r3, c3, r5, c5, pool = (scaled(c, width_multiplier) for c in INCEPTION[block])
     name = f"{prefix}inception{block}"
-    b1 = _conv_bn_relu(x, c1, 1, 1, f"{name}_branch1")
-    b2 = _conv_bn_relu(_conv_bn_relu(x, r3, 1, 1, f"{name}_branch2_0"), c3, 3, 1, f"{name}_branch2_1")
-    b3 = _conv_bn_relu(_conv_bn_relu(x, r5, 1, 1, f"{name}_branch3_0"), c5, branch3_kernel, 1, f"{name}_branch3_1")
+    b1 = conv_bn_relu(x, c1, 1, 1, f"{name}_branch1")
+    b2 = conv_bn_relu(conv_bn_relu(x, r3, 1, 1, f"{name}_branch2_0"), c3, 3, 1, f"{name}_branch2_1")
+    b3 = conv_bn_relu(conv_bn_relu(x, r5, 1, 1, f"{name}_branch3_0"), c5, branch3_kernel, 1, f"{name}_branch3_1")
     b4 = keras.layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_branch4_pool")(x)
-    b4 = _conv_bn_relu(b4, pool, 1, 1, f"{name}_branch4_1")
+    b4 = conv_bn_relu(b4, pool, 1, 1, f"{name}_branch4_1")
     return keras.layers.Concatenate(name=name)([b1, b2, b3, b4])
 
 
@@ -106,10 +113,10 @@ def bn_inception_stem(x, width_multiplier: float = 1.0, prefix: str = ""):
     192 channels at full width."""
     w = check_width_multiplier(width_multiplier)
     x = keras.layers.ZeroPadding2D(3, name=f"{prefix}conv1_pad")(x)
-    x = _conv_bn_relu(x, scaled(64, w), 7, 2, f"{prefix}conv1", padding="valid")
+    x = conv_bn_relu(x, scaled(64, w), 7, 2, f"{prefix}conv1", padding="valid")
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{prefix}maxpool1")(x)
-    x = _conv_bn_relu(x, scaled(64, w), 1, 1, f"{prefix}conv2")
-    return _conv_bn_relu(x, scaled(192, w), 3, 1, f"{prefix}conv3")
+    x = conv_bn_relu(x, scaled(64, w), 1, 1, f"{prefix}conv2")
+    return conv_bn_relu(x, scaled(192, w), 3, 1, f"{prefix}conv3")
 
 
 def bn_inception_stage(x, stage: int, width_multiplier: float = 1.0, branch3_kernel: int = 3, prefix: str = ""):
@@ -125,8 +132,7 @@ def bn_inception_stage(x, stage: int, width_multiplier: float = 1.0, branch3_ker
     Returns:
         The stage output, ``[B, ceil(H / 2), ceil(W / 2), stage_channels(stage)]``.
     """
-    if stage not in STAGE_BLOCKS:
-        raise ValueError(f"`stage` must be 3, 4 or 5, received stage={stage!r}.")
+    check_stage(stage)
     w = check_width_multiplier(width_multiplier)
     k = check_branch3_kernel(branch3_kernel)
     pool, kernel = STAGE_POOLS[stage]

@@ -3,8 +3,9 @@
 ``"imagenet"`` (`resolve_backbone_weights`) means, for ResNet-50, Keras's own ImageNet file
 (``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``), fetched once through
 ``keras.utils.get_file`` with keras.applications' URL and hash and cached in
-``$KERAS_HOME/models`` (default ``~/.keras/models``); for BN-Inception, the file
-`tfreid.models.convert` writes there from the PyTorch checkpoint (nothing to download).
+``$KERAS_HOME/models`` (default ``~/.keras/models``); for BN-Inception (GoogLeNet v1 + BN) and
+Inception-v2, the file `tfreid.models.convert` writes there from the PyTorch checkpoint
+(`CONVERTED`; nothing to download).
 
 Two layouts are read, both with h5py:
 - Keras's legacy HDF5 (``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, ``model.save("x.h5")``):
@@ -29,15 +30,40 @@ RESNET50_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 RESNET50_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{RESNET50_FILE}"
 RESNET50_HASH = "4d473c1dd8becc155b73f8504c6f6626"
 BN_INCEPTION_FILE = "tfreid_bn_inception_imagenet.weights.h5"  # written by tfreid.models.convert
+INCEPTION_V2_FILE = "tfreid_inception_v2_imagenet.weights.h5"  # likewise
+# backbone -> (file in Keras's cache, the PyTorch checkpoint it is converted from, what it is)
+CONVERTED = {"bn_inception": (BN_INCEPTION_FILE, "googlenet-1378be20.pth", "BN-Inception (GoogLeNet v1 + BN)"),
+             "inception_v2": (INCEPTION_V2_FILE, "bn_inception-52deb4733.pth", "Inception-v2 (Cadene's BN-Inception)")}
 # Layer names each backbone's weights file must cover (after a branch prefix): a model layer of
 # that name with no weights in the file is an error, not a silently random backbone layer.
-BACKBONE_LAYERS = {"resnet50": re.compile(r"conv1_(conv|bn)|conv[2-5]_block\d+_\d_(conv|bn)"),
-                   "bn_inception": re.compile(r"conv[1-3]_(conv|bn)|inception\d[a-e]_branch\d(_\d)?_(conv|bn)")}
+BACKBONE_LAYERS = {
+    "resnet50": re.compile(r"conv1_(conv|bn)|conv[2-5]_block\d+_\d_(conv|bn)"),
+    "bn_inception": re.compile(r"conv[1-3]_(conv|bn)|inception\d[a-e]_branch\d(_\d)?_(conv|bn)"),
+    "inception_v2": re.compile(r"(conv1_7x7_s2|conv2_3x3(_reduce)?|inception_\d[a-e]_(1x1|3x3_reduce|3x3"
+                               r"|double_3x3_reduce|double_3x3_[12]|pool_proj))_(conv|bn)"),
+}
 
 
-# The pretrained backbone of each registered model (HA-CNN trains from scratch, as its paper).
+# The pretrained backbone of each registered model (HA-CNN trains from scratch, as its paper);
+# CCAN's follows its `backbone` option (CCAN_BACKBONES, `model_backbone`).
 MODEL_BACKBONES = {"ccan": "bn_inception", "can": "resnet50", "adfl": "resnet50",
                    "aanet": "resnet50", "baseline": "resnet50"}
+CCAN_BACKBONES = {"googlenet_bn": "bn_inception", "inception_v2": "inception_v2"}
+
+
+def check_ccan_backbone(backbone) -> str:
+    """CCAN's ``backbone`` option -> the weights backbone (``"bn_inception"``, ``"inception_v2"``)."""
+    if not isinstance(backbone, str) or backbone not in CCAN_BACKBONES:
+        raise ValueError(f"`backbone` must be one of {', '.join(map(repr, CCAN_BACKBONES))}, "
+                         f"received backbone={backbone!r}.")
+    return CCAN_BACKBONES[backbone]
+
+
+def model_backbone(model: str, kwargs: dict | None = None) -> str | None:
+    """The backbone whose ImageNet weights model `model` built with `kwargs` loads (None: none)."""
+    if model == "ccan":
+        return check_ccan_backbone((kwargs or {}).get("backbone", "googlenet_bn"))
+    return MODEL_BACKBONES.get(model)
 
 
 def keras_cache_dir() -> str:
@@ -51,7 +77,8 @@ def resolve_backbone_weights(weights: str | None, backbone: str = "resnet50") ->
     Args:
         weights: ``None`` (random initialisation), a local ``.h5`` path, or ``"imagenet"``.
         backbone: ``"resnet50"`` (downloads Keras's ImageNet file on first use, then reads the
-            cache) or ``"bn_inception"`` (the converted file in the Keras cache).
+            cache), ``"bn_inception"`` or ``"inception_v2"`` (the converted file in the Keras
+            cache, `CONVERTED`).
 
     Raises:
         FileNotFoundError: the path does not exist; or ``"imagenet"`` cannot be fetched (offline)
@@ -66,13 +93,14 @@ def resolve_backbone_weights(weights: str | None, backbone: str = "resnet50") ->
             raise FileNotFoundError(f"backbone weights file {weights!r} does not exist (pass a "
                                     f"local .h5 file or 'imagenet')")
         return weights
-    if backbone == "bn_inception":
-        path = os.path.join(keras_cache_dir(), BN_INCEPTION_FILE)
+    if backbone in CONVERTED:
+        file, checkpoint, what = CONVERTED[backbone]
+        path = os.path.join(keras_cache_dir(), file)
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"backbone_weights 'imagenet' for BN-Inception reads {path}, which does not exist: "
+                f"backbone_weights 'imagenet' for {what} reads {path}, which does not exist: "
                 f"convert the PyTorch ImageNet checkpoint once with `python -m tfreid.models.convert "
-                f"googlenet-1378be20.pth` (docs/weights.md), or pass the converted file's path")
+                f"{checkpoint}` (docs/weights.md), or pass the converted file's path")
         return path
     try:
         return keras.utils.get_file(RESNET50_FILE, RESNET50_URL, cache_subdir="models",
@@ -134,7 +162,8 @@ def load_backbone_weights(model: keras.Model, path: str, prefixes=("",),
         model: the model to fill.
         path: local ``.h5`` file or ``"imagenet"`` (`resolve_backbone_weights`).
         prefixes: layer-name prefixes of the backbone copies.
-        backbone: ``"resnet50"`` or ``"bn_inception"``.
+        backbone: a key of `BACKBONE_LAYERS` (``"resnet50"``, ``"bn_inception"``,
+            ``"inception_v2"``).
 
     Returns:
         The names of the model layers that were loaded.
