@@ -23,6 +23,7 @@ from tfreid.layers.hard_attention import HardRegionAttention
 from tfreid.layers.harmonious_attention import HarmoniousAttention
 from tfreid.layers.multi_scale_spatial_attention import MultiScaleSpatialAttention
 from tfreid.layers.omnibearing_attention import OmnibearingAttention
+from tfreid.layers.padded_pooling import PaddedPooling2D
 from tfreid.layers.region_sampler import RegionSampler
 from tfreid.layers.soft_attention import SoftAttention
 from tfreid.layers.spatial_attention import SoftSpatialAttention
@@ -50,6 +51,7 @@ __all__ = [
     "HarmoniousAttention",
     "MultiScaleSpatialAttention",
     "OmnibearingAttention",
+    "PaddedPooling2D",
     "RegionSampler",
     "SoftAttention",
     "SoftChannelAttention",

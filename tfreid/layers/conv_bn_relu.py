@@ -36,6 +36,10 @@ class ConvBNReLU(keras.layers.Layer):
         bn_epsilon: BatchNormalization epsilon. Default 1e-5.
         kernel_initializer: initializer of the convolution kernel. Default `PYTORCH_INIT`
             (PyTorch's ``Conv2d`` default, uniform in ``+-1/sqrt(fan_in)``).
+        padding: ``"same"`` (TF: a strided conv on an even size pads only the bottom/right) or
+            ``"symmetric"`` (PyTorch's ``padding=k // 2``: ``k // 2`` zeros on every side, so
+            output pixel ``i`` is centred on input pixel ``s * i``). Equal at stride 1.
+            Default ``"same"``.
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -43,7 +47,7 @@ class ConvBNReLU(keras.layers.Layer):
         training: Python bool; BN uses batch statistics when True.
 
     Returns:
-        ``[B, ceil(H / s), ceil(W / s), filters]`` (``"same"`` padding), non-negative.
+        ``[B, ceil(H / s), ceil(W / s), filters]`` (odd ``k``, either padding), non-negative.
 
     Example:
 
@@ -65,6 +69,7 @@ class ConvBNReLU(keras.layers.Layer):
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
         kernel_initializer=PYTORCH_INIT,
+        padding: str = "same",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,11 +86,16 @@ class ConvBNReLU(keras.layers.Layer):
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if padding not in ("same", "symmetric"):
+            raise ValueError(f"`padding` must be 'same' or 'symmetric', received padding={padding!r}.")
+        self.padding = padding
+        # Only a strided conv differs from "same"; it gets explicit zeros and a "valid" conv.
+        self._pad = self.kernel_size // 2 if padding == "symmetric" and self.strides > 1 else 0
         self.conv = keras.layers.Conv2D(
             self.filters,
             self.kernel_size,
             strides=self.strides,
-            padding="same",
+            padding="valid" if self._pad else "same",
             use_bias=self.use_bias,
             kernel_initializer=self.kernel_initializer,
             name="conv",
@@ -95,13 +105,21 @@ class ConvBNReLU(keras.layers.Layer):
             momentum=self.bn_momentum, epsilon=self.bn_epsilon, name="bn", dtype=self.dtype_policy
         )
 
+    def _padded_shape(self, input_shape):
+        b, h, w, c = check_feature_map(self, input_shape)
+        p = 2 * self._pad
+        return (b, h if h is None else h + p, w if w is None else w + p, c)
+
     def build(self, input_shape):
-        input_shape = check_feature_map(self, input_shape)
+        input_shape = self._padded_shape(input_shape)
         self.conv.build(input_shape)
         self.bn.build(self.conv.compute_output_shape(input_shape))
         self.built = True
 
     def call(self, inputs, training=None):
+        if self._pad:
+            p = self._pad
+            inputs = ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]])
         if training:
             y = self.conv(inputs)
             if fused_bn_applies(self.bn):
@@ -116,11 +134,11 @@ class ConvBNReLU(keras.layers.Layer):
         if self.use_bias:
             shift = shift + self.conv.bias * scale
         kernel = ops.cast(self.conv.kernel * scale, self.compute_dtype)
-        y = ops.conv(inputs, kernel, strides=self.strides, padding="same")
+        y = ops.conv(inputs, kernel, strides=self.strides, padding=self.conv.padding)
         return ops.relu(y + ops.cast(shift, self.compute_dtype))
 
     def compute_output_shape(self, input_shape):
-        return self.conv.compute_output_shape(check_feature_map(self, input_shape))
+        return self.conv.compute_output_shape(self._padded_shape(input_shape))
 
     def get_config(self):
         config = super().get_config()
@@ -133,6 +151,7 @@ class ConvBNReLU(keras.layers.Layer):
                 "bn_momentum": self.bn_momentum,
                 "bn_epsilon": self.bn_epsilon,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "padding": self.padding,
             }
         )
         return config

@@ -27,6 +27,7 @@ class HarmoniousAttention(keras.layers.Layer):
         reduction: channel-attention reduction rate. Default 16.
         use_bias: whether the soft-attention convolutions have a bias (torchreid: True).
             Default False.
+        padding: ``"same"`` or ``"symmetric"`` (PyTorch's), see `ConvBNReLU`. Default ``"same"``.
         hard_options: extra `HardRegionAttention` arguments (``pooling``, ``stripes``,
             ``center``, ``frozen``; localisation experiments). Default None (the paper's).
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
@@ -52,11 +53,13 @@ class HarmoniousAttention(keras.layers.Layer):
     """
 
     def __init__(self, num_regions: int = 4, reduction: int = 16, use_bias: bool = False,
-                 hard_options: dict | None = None, **kwargs):
+                 padding: str = "same", hard_options: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         check_positive_int("num_regions", num_regions)
         self.num_regions = int(num_regions)
-        self.soft = SoftAttention(reduction=reduction, use_bias=use_bias, name="soft", dtype=self.dtype_policy)
+        self.soft = SoftAttention(reduction=reduction, use_bias=use_bias, padding=padding, name="soft",
+                                  dtype=self.dtype_policy)
+        self.padding = self.soft.padding
         self.reduction = self.soft.reduction
         self.use_bias = use_bias
         if hard_options is not None and (not isinstance(hard_options, dict) or set(hard_options) - set(HARD_OPTIONS)):
@@ -81,6 +84,6 @@ class HarmoniousAttention(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {"num_regions": self.num_regions, "reduction": self.reduction, "use_bias": self.use_bias,
-             "hard_options": dict(self.hard_options)}
+             "padding": self.padding, "hard_options": dict(self.hard_options)}
         )
         return config

@@ -28,6 +28,7 @@ class SoftAttention(keras.layers.Layer):
     Args:
         reduction: channel-attention reduction rate ``r``. Default 16.
         use_bias: whether the convolutions have a bias (torchreid: True). Default False.
+        padding: ``"same"`` or ``"symmetric"`` (PyTorch's), see `ConvBNReLU`. Default ``"same"``.
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -50,12 +51,13 @@ class SoftAttention(keras.layers.Layer):
         CVPR 2018, Sec. 3.1 (I), Eq. 1, Fig. 3(a).
     """
 
-    def __init__(self, reduction: int = 16, use_bias: bool = False, **kwargs):
+    def __init__(self, reduction: int = 16, use_bias: bool = False, padding: str = "same", **kwargs):
         super().__init__(**kwargs)
         self.reduction = check_positive_int("reduction", reduction)
         self.use_bias = check_bool("use_bias", use_bias)
         kw = dict(use_bias=use_bias, dtype=self.dtype_policy)
-        self.spatial = SoftSpatialAttention(name="spatial", **kw)
+        self.spatial = SoftSpatialAttention(padding=padding, name="spatial", **kw)
+        self.padding = self.spatial.padding
         self.channel = SoftChannelAttention(reduction=self.reduction, name="channel", **kw)
         self.conv = None  # C filters, created in build()
 
@@ -80,5 +82,5 @@ class SoftAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"reduction": self.reduction, "use_bias": self.use_bias})
+        config.update({"reduction": self.reduction, "use_bias": self.use_bias, "padding": self.padding})
         return config

@@ -18,8 +18,8 @@ class SoftSpatialAttention(keras.layers.Layer):
     aggregates local context at half resolution, bilinear resizing brings it back to ``H x W`` and
     a 1x1 conv-BN-ReLU learns the fusion scale with the channel branch.
 
-    Conventions (decided here): convolutions use ``"same"`` padding (TF pads the bottom/right
-    first on even sizes, torchreid pads symmetrically); the upsampling resizes straight to the
+    Conventions (decided here): the strided conv pads as ``padding`` says (torchreid:
+    ``"symmetric"``); the upsampling resizes straight to the
     input's ``H x W`` (= x2 for even sizes, also valid for odd ones) with half-pixel centres (the
     TF / TFLite default), whereas torchreid uses ``align_corners=True``. Neither changes the
     parameter count or the cost; trained weights are not bit-compatible with torchreid anyway.
@@ -27,6 +27,7 @@ class SoftSpatialAttention(keras.layers.Layer):
 
     Args:
         use_bias: whether the two convolutions have a bias (torchreid: True). Default False.
+        padding: ``"same"`` or ``"symmetric"`` (PyTorch's), see `ConvBNReLU`. Default ``"same"``.
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -47,12 +48,14 @@ class SoftSpatialAttention(keras.layers.Layer):
         CVPR 2018, Sec. 3.1 (I)(1), Eq. 2, Fig. 3(b).
     """
 
-    def __init__(self, use_bias: bool = False, **kwargs):
+    def __init__(self, use_bias: bool = False, padding: str = "same", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(use_bias, bool):
             raise ValueError(f"`use_bias` must be a bool, received use_bias={use_bias!r}.")
         self.use_bias = use_bias
-        self.conv1 = ConvBNReLU(1, 3, strides=2, use_bias=use_bias, name="conv1", dtype=self.dtype_policy)
+        self.conv1 = ConvBNReLU(1, 3, strides=2, use_bias=use_bias, padding=padding, name="conv1",
+                                dtype=self.dtype_policy)
+        self.padding = padding
         self.conv2 = ConvBNReLU(1, 1, use_bias=use_bias, name="conv2", dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -78,5 +81,5 @@ class SoftSpatialAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"use_bias": self.use_bias})
+        config.update({"use_bias": self.use_bias, "padding": self.padding})
         return config

@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from tfreid.layers.conv_bn_relu import ConvBNReLU
+from tfreid.layers.padded_pooling import PaddedPooling2D
 from tfreid.layers.validation import check_feature_map, check_positive_int
 
 
@@ -20,8 +21,11 @@ class _Inception(keras.layers.Layer):
     list of ``(filters, kernel, stride)`` conv specs. Sublayers are named ``s{i}_conv{j}``.
     """
 
-    def __init__(self, filters: int, use_bias: bool = False, **kwargs):
+    def __init__(self, filters: int, use_bias: bool = False, padding: str = "same", **kwargs):
         super().__init__(**kwargs)
+        if padding not in ("same", "symmetric"):
+            raise ValueError(f"`padding` must be 'same' or 'symmetric', received padding={padding!r}.")
+        self.padding = padding
         self.filters = check_positive_int("filters", filters)
         if self.filters % 4:
             raise ValueError(
@@ -34,7 +38,8 @@ class _Inception(keras.layers.Layer):
         self.streams = []
         for i, (pool, specs) in enumerate(self._streams(self.filters // 4), start=1):
             convs = [
-                ConvBNReLU(f, k, strides=s, use_bias=use_bias, name=f"s{i}_conv{j}", dtype=self.dtype_policy)
+                ConvBNReLU(f, k, strides=s, use_bias=use_bias, padding=padding, name=f"s{i}_conv{j}",
+                           dtype=self.dtype_policy)
                 for j, (f, k, s) in enumerate(specs, start=1)
             ]
             self.streams.append((pool, convs))
@@ -69,7 +74,7 @@ class _Inception(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"filters": self.filters, "use_bias": self.use_bias})
+        config.update({"filters": self.filters, "use_bias": self.use_bias, "padding": self.padding})
         return config
 
 
@@ -77,12 +82,15 @@ class _Inception(keras.layers.Layer):
 class InceptionA(_Inception):
     """HA-CNN Inception-A unit (stride 1): three 1x1->3x3 streams and avgpool->1x1, filters/4 each.
 
-    Average pooling is 3x3, stride 1, ``"same"`` padding; Keras excludes the padding from the
-    average (torchreid's ``AvgPool2d`` counts it), which only changes border values.
+    Average pooling is 3x3, stride 1: with ``padding="same"`` Keras excludes the padding from the
+    average, with ``"symmetric"`` it counts it (torchreid's ``AvgPool2d``); only border values
+    differ.
 
     Args:
         filters: output channels (multiple of 4).
         use_bias: whether the convolutions have a bias (torchreid: True). Default False.
+        padding: ``"same"`` (TF) or ``"symmetric"`` (PyTorch's ``padding=k // 2`` for the
+            strided convs and pools, padding counted in averages). Default ``"same"``.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -102,7 +110,10 @@ class InceptionA(_Inception):
     """
 
     def _streams(self, q):
-        pool = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="s4_pool", dtype=self.dtype_policy)
+        if self.padding == "symmetric":
+            pool = PaddedPooling2D("avg", 3, strides=1, name="s4_pool", dtype=self.dtype_policy)
+        else:
+            pool = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="s4_pool", dtype=self.dtype_policy)
         return [(None, [(q, 1, 1), (q, 3, 1)])] * 3 + [(pool, [(q, 1, 1)])]
 
 
@@ -125,7 +136,10 @@ class InceptionB(_Inception):
     """
 
     def _streams(self, q):
-        pool = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="s3_pool", dtype=self.dtype_policy)
+        if self.padding == "symmetric":
+            pool = PaddedPooling2D("max", 3, strides=2, name="s3_pool", dtype=self.dtype_policy)
+        else:
+            pool = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="s3_pool", dtype=self.dtype_policy)
         return [
             (None, [(q, 1, 1), (q, 3, 2)]),
             (None, [(q, 1, 1), (q, 3, 1), (q, 3, 2)]),

@@ -41,6 +41,7 @@ def build_hacnn(
     reduction: int = 16,
     learn_region: bool = True,
     conv_bias: bool = False,
+    padding: str = "same",
     hard_attention: dict | None = None,
     name: str = "hacnn",
 ) -> keras.Model:
@@ -66,8 +67,7 @@ def build_hacnn(
     Differences from torchreid's port (all documented, none changes the parameter structure):
     convolutions have no bias by default (BN follows; ``conv_bias=True`` gives torchreid's exact
     2,929,112 parameters), regions are sampled directly at the local size (torchreid samples at
-    the source size then resizes), the local BN sees all regions in one batch, and TF ``"same"``
-    padding is used throughout.
+    the source size then resizes), and the local BN sees all regions in one batch.
 
     Args:
         num_classes: number of training identities (classifier width).
@@ -82,6 +82,9 @@ def build_hacnn(
         learn_region: if False, no hard attention and no local branch; the embedding is
             ``L2(global)`` only and the local / theta outputs are absent.
         conv_bias: biases on the convolutions (torchreid parity). Default False.
+        padding: ``"symmetric"`` (PyTorch's: strided convs and pools pad ``k // 2`` on every
+            side, average pools count the padding, as torchreid) or ``"same"`` (TF's: a strided
+            conv on an even size pads only the bottom/right). Default ``"same"``.
         hard_attention: options of every level's `HardRegionAttention` for localisation
             experiments, e.g. ``{"pooling": "stripes"}``, ``{"center": True}``,
             ``{"frozen": True}`` (theta fixed at the stripes). Default None: the paper's.
@@ -136,21 +139,23 @@ def build_hacnn(
                 )
 
     inputs = keras.Input(shape=input_shape, name="images")
-    x = ConvBNReLU(32, 3, strides=2, use_bias=conv_bias, name="stem")(inputs)
+    if padding not in ("same", "symmetric"):
+        raise ValueError(f"`padding` must be 'same' or 'symmetric', received padding={padding!r}.")
+    conv = dict(use_bias=conv_bias, padding=padding)
+    x = ConvBNReLU(32, 3, strides=2, name="stem", **conv)(inputs)
     outputs = {}
     local = None
     for level, (width, size) in enumerate(zip(widths, local_sizes if learn_region else [None] * len(widths)), 1):
         level_input = x
-        y = InceptionA(width, use_bias=conv_bias, name=f"global{level}_inception_a")(level_input)
-        y = InceptionB(width, use_bias=conv_bias, name=f"global{level}_inception_b")(y)
+        y = InceptionA(width, name=f"global{level}_inception_a", **conv)(level_input)
+        y = InceptionB(width, name=f"global{level}_inception_b", **conv)(y)
         if learn_region:
             soft, theta = HarmoniousAttention(
-                num_regions, reduction=reduction, use_bias=conv_bias, hard_options=hard_attention,
-                name=f"ha{level}"
+                num_regions, reduction=reduction, hard_options=hard_attention, name=f"ha{level}", **conv
             )(y)
             outputs[f"attention/theta_{level}"] = theta
         else:
-            soft = SoftAttention(reduction=reduction, use_bias=conv_bias, name=f"sa{level}")(y)
+            soft = SoftAttention(reduction=reduction, name=f"sa{level}", **conv)(y)
         outputs[f"attention/soft_{level}"] = ChannelMean(name=f"soft{level}_map")(soft)
         x = keras.layers.Multiply(name=f"global{level}_attend")([y, soft])
 
@@ -159,7 +164,7 @@ def build_hacnn(
             regions = FoldRegions(name=f"local{level}_fold")(regions)
             if local is not None:
                 regions = keras.layers.Add(name=f"local{level}_interact")([regions, local])
-            local = InceptionB(width, use_bias=conv_bias, name=f"local{level}_inception_b")(regions)
+            local = InceptionB(width, name=f"local{level}_inception_b", **conv)(regions)
 
     f_global = _head(keras.layers.GlobalAveragePooling2D(name="global_pool")(x), feature_dim, "global")
     outputs["features/global"] = f_global
