@@ -253,7 +253,9 @@ def test_resume_does_not_read_skipped_batches(tmp_path, pk_samples):
 
 
 def test_train_without_augmentation_is_the_resized_image(pk_samples):
-    images, labels = _take(build_train_dataset(pk_samples, (12, 6), p=2, k=2, seed=0, augment=None), 1)[0]
+    # deterministic: under load the default lets whole batches arrive out of order (CI saw batch 1 first)
+    images, labels = _take(build_train_dataset(pk_samples, (12, 6), p=2, k=2, seed=0, augment=None,
+                                               deterministic=True), 1)[0]
     indices = PKSampler([s.pid for s in pk_samples], 2, 2, seed=0).epoch_indices(0)[0]
     for row, index in zip(images, indices):
         source = np.asarray(Image.open(pk_samples[index].path), np.float32)
