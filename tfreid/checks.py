@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numbers
 
-__all__ = ["check_bool", "check_input_shape", "check_int", "check_int_tuple", "check_positive_int",
+__all__ = ["check_bool", "check_choice", "check_input_shape", "check_int", "check_int_tuple", "check_positive_int",
            "check_worker_hosts", "math_dtype"]
 
 
@@ -53,6 +53,13 @@ def check_bool(name: str, value) -> bool:
     """``value`` if it is a Python ``bool``."""
     if not isinstance(value, bool):
         raise ValueError(f"`{name}` must be a bool, received {name}={value!r}.")
+    return value
+
+
+def check_choice(name: str, value, choices: tuple):
+    """``value`` if it is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be {' or '.join(map(repr, choices))}, received {name}={value!r}.")
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.validation import check_feature_map, check_positive_int
+from tfreid.layers.validation import PADDINGS, check_choice, check_feature_map, check_positive_int
 from tfreid.ops.batch_norm import fused_bn_applies, fused_bn_train
 
 # PyTorch's default for Conv2d and Linear weights (kaiming_uniform with a=sqrt(5)):
@@ -86,9 +86,7 @@ class ConvBNReLU(keras.layers.Layer):
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        if padding not in ("same", "symmetric"):
-            raise ValueError(f"`padding` must be 'same' or 'symmetric', received padding={padding!r}.")
-        self.padding = padding
+        self.padding = check_choice("padding", padding, PADDINGS)
         # Only a strided conv differs from "same"; it gets explicit zeros and a "valid" conv.
         self._pad = self.kernel_size // 2 if padding == "symmetric" and self.strides > 1 else 0
         self.conv = keras.layers.Conv2D(

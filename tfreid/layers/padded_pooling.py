@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfreid.layers.validation import check_feature_map, check_positive_int
+from tfreid.layers.validation import check_choice, check_feature_map, check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
@@ -41,9 +41,7 @@ class PaddedPooling2D(keras.layers.Layer):
 
     def __init__(self, mode: str, pool_size: int = 3, strides: int = 1, **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("max", "avg"):
-            raise ValueError(f"`mode` must be 'max' or 'avg', received mode={mode!r}.")
-        self.mode = mode
+        self.mode = check_choice("mode", mode, ("max", "avg"))
         self.pool_size = check_positive_int("pool_size", pool_size)
         if self.pool_size % 2 == 0:
             raise ValueError(f"`pool_size` must be odd, received pool_size={pool_size!r}.")

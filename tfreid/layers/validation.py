@@ -3,9 +3,10 @@ and the received shape. The scalar argument checks live in `tfreid.checks`."""
 
 from __future__ import annotations
 
-from tfreid.checks import check_bool, check_positive_int
+from tfreid.checks import check_bool, check_choice, check_positive_int
 
-__all__ = ["check_bool", "check_feature_map", "check_positive_int"]
+__all__ = ["check_bool", "check_choice", "check_feature_map", "check_positive_int"]
+PADDINGS = ("same", "symmetric")  # TF's, PyTorch's (k // 2 on every side)
 
 
 def _join(items) -> str:

@@ -11,7 +11,7 @@ from keras import ops
 
 from tfreid.layers.conv_bn_relu import ConvBNReLU
 from tfreid.layers.padded_pooling import PaddedPooling2D
-from tfreid.layers.validation import check_feature_map, check_positive_int
+from tfreid.layers.validation import PADDINGS, check_choice, check_feature_map, check_positive_int
 
 
 class _Inception(keras.layers.Layer):
@@ -23,9 +23,7 @@ class _Inception(keras.layers.Layer):
 
     def __init__(self, filters: int, use_bias: bool = False, padding: str = "same", **kwargs):
         super().__init__(**kwargs)
-        if padding not in ("same", "symmetric"):
-            raise ValueError(f"`padding` must be 'same' or 'symmetric', received padding={padding!r}.")
-        self.padding = padding
+        self.padding = check_choice("padding", padding, PADDINGS)
         self.filters = check_positive_int("filters", filters)
         if self.filters % 4:
             raise ValueError(

@@ -11,7 +11,7 @@ from tfreid.layers.conv_bn_relu import PYTORCH_INIT, ConvBNReLU
 from tfreid.layers.harmonious_attention import HarmoniousAttention
 from tfreid.layers.region_sampler import RegionSampler
 from tfreid.layers.soft_attention import SoftAttention
-from tfreid.layers.validation import check_bool, check_positive_int
+from tfreid.layers.validation import PADDINGS, check_bool, check_choice, check_positive_int
 from tfreid.models.blocks import ChannelMean, FoldRegions, InceptionA, InceptionB, UnfoldRegions
 from tfreid.models.registry import register_model
 
@@ -139,9 +139,7 @@ def build_hacnn(
                 )
 
     inputs = keras.Input(shape=input_shape, name="images")
-    if padding not in ("same", "symmetric"):
-        raise ValueError(f"`padding` must be 'same' or 'symmetric', received padding={padding!r}.")
-    conv = dict(use_bias=conv_bias, padding=padding)
+    conv = dict(use_bias=conv_bias, padding=check_choice("padding", padding, PADDINGS))
     x = ConvBNReLU(32, 3, strides=2, name="stem", **conv)(inputs)
     outputs = {}
     local = None
