@@ -14,9 +14,8 @@ average-pool projection, and two stride-2 modules (3c, 4e) instead of max pools 
   module's concatenation is ``inception_{block}_output``;
 - stride-2 convs pad 1 (``conv1_7x7_s2``: 3) on every side (``ZeroPadding2D`` ``{M}_pad`` +
   ``"valid"``), exactly PyTorch's padding; stride-1 convs use ``"same"``;
-- branch average pools are 3x3/1 with PyTorch's ``count_include_pad=True``: zero padding
-  (``{block}_pool_pad``) then a ``"valid"`` pool, so border windows divide by 9 (Keras's
-  ``"same"`` average pool would divide by the in-image count); 5b's branch pool is a 3x3/1 max
+- branch average pools are 3x3/1 with PyTorch's ``count_include_pad=True`` (`PaddedPooling2D`:
+  border windows divide by 9, Keras's ``"same"`` average pool by the in-image count); 5b's branch pool is a 3x3/1 max
   pool, as in Cadene's network;
 - the max pools (``pool1_3x3_s2``, ``pool2_3x3_s2``, 3c's and 4e's 3x3/2) are ceil-mode in
   PyTorch; ``"same"`` max pooling is identical on even sizes (every size from a 256x128 or
@@ -33,6 +32,7 @@ from __future__ import annotations
 import keras
 
 from tfreid.checks import check_input_shape
+from tfreid.layers.padded_pooling import PaddedPooling2D
 from tfreid.models.backbones.bn_inception import (check_stage, check_weights_path,
                                                   check_width_multiplier, conv_bn_relu, scaled)
 
@@ -104,8 +104,7 @@ def inception_module(x, block: str, width_multiplier: float = 1.0, prefix: str =
     double = _unit(_unit(x, rd, 1, 1, f"{name}_double_3x3_reduce"), cd, 3, 1, f"{name}_double_3x3_1")
     branches.append(_unit(double, cd, 3, stride, f"{name}_double_3x3_2"))
     if pool == "avg":
-        pooled = keras.layers.ZeroPadding2D(1, name=f"{name}_pool_pad")(x)
-        pooled = keras.layers.AveragePooling2D(3, strides=1, padding="valid", name=f"{name}_pool")(pooled)
+        pooled = PaddedPooling2D("avg", 3, strides=1, name=f"{name}_pool")(x)
     else:
         pooled = keras.layers.MaxPooling2D(3, strides=stride, padding="same", name=f"{name}_pool")(x)
     branches.append(_unit(pooled, proj, 1, 1, f"{name}_pool_proj") if proj else pooled)
