@@ -220,11 +220,12 @@ def test_mixed_precision_float16_output_close_to_float32():
 
 
 def test_get_config_round_trip():
-    layer = RegionSampler([12, 14], scale=(0.5, 0.75), align_corners=True, name="s")
+    layer = RegionSampler([12, 14], scale=(0.5, 0.75), align_corners=True, sample_then_resize=True, name="s")
     config = layer.get_config()
     assert config["output_size"] == [12, 14] and config["scale"] == [0.5, 0.75] and config["align_corners"]
     clone = RegionSampler.from_config(config)
     assert clone.output_size == (12, 14) and clone.scale == (0.5, 0.75) and clone.align_corners is True
+    assert clone.sample_then_resize is True
     features, theta = _random_inputs()
     np.testing.assert_array_equal(np.asarray(clone([features, theta])), np.asarray(layer([features, theta])))
 
@@ -257,6 +258,7 @@ def test_compute_output_shape_matches_call():
         ({"output_size": (4, 4), "scale": (0.25, 2.5)}, "scale"),
         ({"output_size": (4, 4), "scale": (0.25,)}, "scale"),
         ({"output_size": (4, 4), "align_corners": "yes"}, "align_corners"),
+        ({"output_size": (4, 4), "sample_then_resize": 1}, "sample_then_resize=1"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):
@@ -274,3 +276,44 @@ def test_bad_input_shapes():
     with pytest.raises(ValueError, match=r"`features` to be a feature map \[B, H, W, C\], "
                                          r"received shape \(2, 8, 8\) \(rank 3"):
         layer([np.zeros((2, 8, 8), "float32"), np.zeros((2, 4, 2), "float32")])
+
+
+def reference_resize_aligned(x, output_size):
+    """Bilinear resize of [..., H, W, C] with align_corners=True (PyTorch's F.upsample/interpolate)."""
+    def coords(n_out, n_in):
+        src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+
+    (y0, y1, fy), (x0, x1, fx) = coords(output_size[0], x.shape[-3]), coords(output_size[1], x.shape[-2])
+    rows = x[..., y0, :, :] * (1 - fy)[:, None, None] + x[..., y1, :, :] * fy[:, None, None]
+    return rows[..., x0, :] * (1 - fx)[:, None] + rows[..., x1, :] * fx[:, None]
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize(
+    "shape,output_size,scale",
+    [
+        ((2, 20, 8, 3), (6, 7), (0.25, 1.0)),  # HA-CNN level 3: 20x8 map -> 6x7 regions
+        ((1, 9, 11, 2), (12, 1), (0.6, 1.3)),  # upsampling rows, a single output column
+    ],
+)
+def test_sample_then_resize_matches_two_step_reference(shape, output_size, scale, align_corners):
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=shape).astype("float32")
+    theta = rng.uniform(-1.3, 1.3, size=(shape[0], 3, 2)).astype("float32")
+    layer = RegionSampler(output_size, scale=scale, align_corners=align_corners, sample_then_resize=True)
+    got = np.asarray(layer([features, theta]))
+    sampled = reference_sample(features.astype("float64"), theta.astype("float64"), shape[1:3], scale, align_corners)
+    want = reference_resize_aligned(sampled, output_size)
+    direct = np.asarray(RegionSampler(output_size, scale=scale, align_corners=align_corners)([features, theta]))
+    assert np.abs(want - direct).max() > 0.05  # the two-step result is not the one-step one
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_reference_resize_hand_computed():
+    x = np.arange(4.0).reshape(1, 4, 1, 1)  # rows 0, 1, 2, 3
+    # 4 -> 3 rows with aligned corners samples rows 0, 1.5, 3; one output row reads row 0.
+    np.testing.assert_allclose(reference_resize_aligned(x, (3, 1)).ravel(), [0.0, 1.5, 3.0])
+    np.testing.assert_allclose(reference_resize_aligned(x, (1, 1)).ravel(), [0.0])

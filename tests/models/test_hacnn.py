@@ -221,6 +221,18 @@ def test_weights_start_like_pytorch_defaults(model):
     assert checked == 73 + 4  # 73 convolutions, fc_global/fc_local and the two classifiers
 
 
+def test_sample_then_resize_changes_only_the_local_branch(model, images, out):
+    """torchreid's two-step sampling: same weights, identical global outputs, different local ones."""
+    two_step = build_model("hacnn", NUM_CLASSES, sample_then_resize=True)
+    two_step.set_weights(model.get_weights())
+    assert all(two_step.get_layer(f"local{l}_sample").sample_then_resize for l in (1, 2, 3))
+    got = {k: np.asarray(v) for k, v in two_step(images, training=False).items()}
+    np.testing.assert_allclose(got["logits/global"], out["logits/global"], rtol=1e-5, atol=1e-6)
+    assert np.abs(got["features/local"] - out["features/local"]).max() > 1e-3
+    with pytest.raises(ValueError, match="sample_then_resize"):
+        build_model("hacnn", NUM_CLASSES, sample_then_resize="yes")
+
+
 def test_conv_bias_reproduces_torchreid_count():
     assert count_params(build_model("hacnn", NUM_CLASSES, conv_bias=True)) == hacnn_params(bias=True) == 2_929_112
 

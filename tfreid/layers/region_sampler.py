@@ -34,6 +34,25 @@ def _check_pair(name, value, kind, high):
     return pair
 
 
+def _tent_weights(shift, scale, n_out, n_in, align_corners, dtype):
+    """Bilinear tent weights [B, T, n_out, n_in] for one axis; `shift` is [B, T] (tx or ty)."""
+    # pixel = slope * j' + offset, rearranged from the normalised-coordinate formulas so that
+    # identity sampling is exact in floating point (slope 1, integer offsets, no -1/+1 trips).
+    j = ops.cast(ops.arange(n_out), dtype)
+    if align_corners:
+        half = 0.5 * (n_in - 1)
+        slope = scale * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        offset = (shift + (1.0 - scale)) * half if n_out > 1 else (shift + 1.0) * half
+    else:
+        half = 0.5 * n_in
+        slope = scale * n_in / n_out
+        offset = (shift + (1.0 - scale)) * half - 0.5
+        j = j + 0.5
+    pix = slope * j[None, None, :] + offset[:, :, None]  # [B, T, n_out]
+    i = ops.cast(ops.arange(n_in), dtype)
+    return ops.relu(1.0 - ops.abs(pix[..., None] - i[None, None, None, :]))
+
+
 @keras.saving.register_keras_serializable(package="tfreid")
 class RegionSampler(keras.layers.Layer):
     """Differentiable bilinear sampling of T axis-aligned regions (scale + translation).
@@ -53,6 +72,10 @@ class RegionSampler(keras.layers.Layer):
     - Zero padding: a sample at pixel coordinate ``p`` gets tent weight ``max(0, 1 - |p - i|)``
       from every *existing* pixel ``i``; neighbours outside the image do not exist, so samples
       near or beyond the border fade linearly to zero (the sum of weights drops below 1).
+    - ``sample_then_resize=True``: torchreid's two steps, ``grid_sample`` at the source map's own
+      size ``(H, W)`` followed by ``F.upsample(..., output_size, mode="bilinear",
+      align_corners=True)``. Both steps are linear maps per axis, so the layer multiplies their
+      tent matrices and still samples in one pass.
 
     Weights are computed in float32 (float64 when the layer runs in float64) and cast to the
     feature dtype, so the layer is safe under ``mixed_float16``.
@@ -62,6 +85,8 @@ class RegionSampler(keras.layers.Layer):
         scale: ``(s_h, s_w)``, fixed region scales in normalised coordinates, each in ``(0, 2]``
             (1 = full extent). HA-CNN uses ``(0.25, 1.0)``: quarter height, full width.
         align_corners: bool, the normalised-to-pixel convention described above.
+        sample_then_resize: bool, torchreid's two-step sampling described above. Default False:
+            sample directly at ``output_size``.
         **kwargs: standard `keras.layers.Layer` arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -89,6 +114,7 @@ class RegionSampler(keras.layers.Layer):
         output_size: tuple[int, int],
         scale: tuple[float, float] = (0.25, 1.0),
         align_corners: bool = False,
+        sample_then_resize: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -98,6 +124,10 @@ class RegionSampler(keras.layers.Layer):
         if not isinstance(align_corners, bool):
             raise ValueError(f"`align_corners` must be a bool, received align_corners={align_corners!r}.")
         self.align_corners = align_corners
+        if not isinstance(sample_then_resize, bool):
+            raise ValueError("`sample_then_resize` must be a bool, received "
+                             f"sample_then_resize={sample_then_resize!r}.")
+        self.sample_then_resize = sample_then_resize
 
     # ----------------------------------------------------------------------------- shapes
     def _check_shapes(self, features_shape, theta_shape):
@@ -132,23 +162,20 @@ class RegionSampler(keras.layers.Layer):
         return (batch, theta_shape[1], *self.output_size, features_shape[3])
 
     # ----------------------------------------------------------------------------- math
-    def _tent_weights(self, shift, scale, n_out, n_in, dtype):
-        """Tent weights [B, T, n_out, n_in] for one axis; `shift` is [B, T] (tx or ty)."""
-        # pixel = slope * j' + offset, rearranged from the normalised-coordinate formulas so that
-        # identity sampling is exact in floating point (slope 1, integer offsets, no -1/+1 trips).
-        j = ops.cast(ops.arange(n_out), dtype)
-        if self.align_corners:
-            half = 0.5 * (n_in - 1)
-            slope = scale * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-            offset = (shift + (1.0 - scale)) * half if n_out > 1 else (shift + 1.0) * half
-        else:
-            half = 0.5 * n_in
-            slope = scale * n_in / n_out
-            offset = (shift + (1.0 - scale)) * half - 0.5
-            j = j + 0.5
-        pix = slope * j[None, None, :] + offset[:, :, None]  # [B, T, n_out]
-        i = ops.cast(ops.arange(n_in), dtype)
-        return ops.relu(1.0 - ops.abs(pix[..., None] - i[None, None, None, :]))
+    def _axis_weights(self, shift, scale, n_out, n_in, dtype):
+        """Sampling weights [B, T, n_out, n_in] for one axis; `shift` is [B, T] (tx or ty)."""
+        if not self.sample_then_resize:
+            return _tent_weights(shift, scale, n_out, n_in, self.align_corners, dtype)
+        sample = _tent_weights(shift, scale, n_in, n_in, self.align_corners, dtype)  # [B, T, n_in, n_in]
+        # F.upsample with align_corners=True maps output j to input j * (n_in - 1) / (n_out - 1);
+        # a single output reads pixel 0 (shift -1 puts it there).
+        edge = ops.full((1, 1), -1.0 if n_out == 1 else 0.0, dtype)
+        resize = _tent_weights(edge, 1.0, n_out, n_in, True, dtype)[0, 0]
+        # resize @ sample per region, as one 2-D matmul: [B*T*n_in, n_in] @ [n_in, n_out].
+        b, t = ops.shape(shift)[0], ops.shape(shift)[1]
+        flat = ops.reshape(ops.transpose(sample, (0, 1, 3, 2)), (b * t * n_in, n_in))
+        composed = ops.reshape(ops.matmul(flat, ops.transpose(resize)), (b, t, n_in, n_out))
+        return ops.transpose(composed, (0, 1, 3, 2))
 
     def call(self, inputs):
         features, theta = inputs
@@ -163,8 +190,8 @@ class RegionSampler(keras.layers.Layer):
         # Sampling positions need more precision than float16 gives (pixel error ~ W * 5e-4).
         wdtype = "float64" if keras.backend.standardize_dtype(features.dtype) == "float64" else "float32"
         theta = ops.cast(theta, wdtype)
-        w_y = self._tent_weights(theta[:, :, 1], s_h, out_h, height, wdtype)  # [B, T, oh, H]
-        w_x = self._tent_weights(theta[:, :, 0], s_w, out_w, width, wdtype)  # [B, T, ow, W]
+        w_y = self._axis_weights(theta[:, :, 1], s_h, out_h, height, wdtype)  # [B, T, oh, H]
+        w_x = self._axis_weights(theta[:, :, 0], s_w, out_w, width, wdtype)  # [B, T, ow, W]
         w_y = ops.cast(w_y, features.dtype)
         w_x = ops.cast(w_x, features.dtype)
 
@@ -189,6 +216,7 @@ class RegionSampler(keras.layers.Layer):
                 "output_size": list(self.output_size),
                 "scale": list(self.scale),
                 "align_corners": self.align_corners,
+                "sample_then_resize": self.sample_then_resize,
             }
         )
         return config

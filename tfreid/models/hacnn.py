@@ -42,6 +42,7 @@ def build_hacnn(
     learn_region: bool = True,
     conv_bias: bool = False,
     padding: str = "same",
+    sample_then_resize: bool = False,
     hard_attention: dict | None = None,
     name: str = "hacnn",
 ) -> keras.Model:
@@ -67,7 +68,8 @@ def build_hacnn(
     Differences from torchreid's port (all documented, none changes the parameter structure):
     convolutions have no bias by default (BN follows; ``conv_bias=True`` gives torchreid's exact
     2,929,112 parameters), regions are sampled directly at the local size (torchreid samples at
-    the source size then resizes), and the local BN sees all regions in one batch.
+    the source size then resizes: ``sample_then_resize``), and the local BN sees all regions in
+    one batch.
 
     Args:
         num_classes: number of training identities (classifier width).
@@ -85,6 +87,8 @@ def build_hacnn(
         padding: ``"symmetric"`` (PyTorch's: strided convs and pools pad ``k // 2`` on every
             side, average pools count the padding, as torchreid) or ``"same"`` (TF's: a strided
             conv on an even size pads only the bottom/right). Default ``"same"``.
+        sample_then_resize: sample each region at its source map's size, then resize it to the
+            local size (torchreid's two steps, see `RegionSampler`). Default False: one step.
         hard_attention: options of every level's `HardRegionAttention` for localisation
             experiments, e.g. ``{"pooling": "stripes"}``, ``{"center": True}``,
             ``{"frozen": True}`` (theta fixed at the stripes). Default None: the paper's.
@@ -114,6 +118,7 @@ def build_hacnn(
     feature_dim = check_positive_int("feature_dim", feature_dim)
     reduction = check_positive_int("reduction", reduction)
     check_bool("learn_region", learn_region)
+    check_bool("sample_then_resize", sample_then_resize)
     input_shape = check_input_shape(input_shape)
     widths = check_int_tuple("widths", widths)
     for w in widths:
@@ -158,7 +163,8 @@ def build_hacnn(
         x = keras.layers.Multiply(name=f"global{level}_attend")([y, soft])
 
         if learn_region:
-            regions = RegionSampler(size, scale=region_scale, name=f"local{level}_sample")([level_input, theta])
+            regions = RegionSampler(size, scale=region_scale, sample_then_resize=sample_then_resize,
+                                    name=f"local{level}_sample")([level_input, theta])
             regions = FoldRegions(name=f"local{level}_fold")(regions)
             if local is not None:
                 regions = keras.layers.Add(name=f"local{level}_interact")([regions, local])
