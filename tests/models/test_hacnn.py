@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfreid.layers import RegionSampler
 from tfreid.models import build_model
+from tfreid.models.blocks import PerRegion
 from tfreid.models.complexity import count_flops, count_params
 
 NUM_CLASSES = 10
@@ -231,6 +232,41 @@ def test_sample_then_resize_changes_only_the_local_branch(model, images, out):
     assert np.abs(got["features/local"] - out["features/local"]).max() > 1e-3
     with pytest.raises(ValueError, match="sample_then_resize"):
         build_model("hacnn", NUM_CLASSES, sample_then_resize="yes")
+
+
+def test_per_region_wrapper_normalises_each_region_and_updates_stats_per_call():
+    """PerRegion(BN): region t (rows b * T + t) uses its own batch statistics; the moving mean is
+    updated once per region in order, m <- 0.9 m + 0.1 mean_t (PyTorch momentum 0.1)."""
+    x = np.random.default_rng(3).normal(2.0, 3.0, size=(6, 5)).astype("float32")  # B=3 images, T=2
+    layer = PerRegion(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5), 2)
+    got = np.asarray(layer(x, training=True))
+    want, moving = np.empty_like(x), np.zeros(5)
+    for t in range(2):
+        rows = x[t::2].astype("float64")
+        want[t::2] = (rows - rows.mean(0)) / np.sqrt(rows.var(0) + 1e-5)
+        moving = 0.9 * moving + 0.1 * rows.mean(0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(layer.layer.moving_mean), moving, rtol=1e-5)
+    joint = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
+    assert np.abs(got - joint).max() > 0.05
+
+
+def test_local_bn_per_region_changes_only_training_statistics(model, images, out, tmp_path):
+    per_region = build_model("hacnn", NUM_CLASSES, local_bn="per_region")
+    per_region.set_weights(model.get_weights())
+    got = {k: np.asarray(v) for k, v in per_region(images, training=False).items()}
+    for key in ("embedding", "logits/global", "logits/local"):  # inference: same moving statistics
+        np.testing.assert_allclose(got[key], out[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    trained, joint = per_region(images, training=True), model(images, training=True)
+    np.testing.assert_allclose(np.asarray(trained["logits/global"]), np.asarray(joint["logits/global"]), rtol=1e-5,
+                               atol=1e-5)
+    assert np.abs(np.asarray(trained["logits/local"]) - np.asarray(joint["logits/local"])).max() > 1e-3
+    path = tmp_path / "per_region.keras"
+    per_region.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(loaded(images)["embedding"]), np.asarray(per_region(images)["embedding"]))
+    with pytest.raises(ValueError, match="`local_bn` must be 'joint' or 'per_region'"):
+        build_model("hacnn", NUM_CLASSES, local_bn="per-region")
 
 
 def test_conv_bias_reproduces_torchreid_count():

@@ -234,6 +234,54 @@ class UnfoldRegions(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tfreid")
+class PerRegion(keras.layers.Wrapper):
+    """Applies ``layer`` to each region of a folded batch in its own call (shared weights).
+
+    torchreid's HA-CNN calls its local Inception-B once per region, so every batch norm inside
+    normalises, and updates its moving statistics, region by region (T updates per step); one
+    call on the folded batch normalises all regions together.
+
+    Args:
+        layer: the layer to apply, e.g. `InceptionB`.
+        num_regions: ``T`` (integer >= 1).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: ``[B * T, *rest]`` in `FoldRegions` order (row ``b * T + t`` is region ``t``).
+
+    Returns:
+        ``layer``'s output per region, folded back in the same order.
+
+    Example:
+
+    >>> PerRegion(keras.layers.BatchNormalization(), 4)(keras.ops.ones((8, 6))).shape
+    (8, 6)
+    """
+
+    def __init__(self, layer, num_regions: int, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.num_regions = check_positive_int("num_regions", num_regions)
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build((None, *tuple(input_shape)[1:]))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        regions = ops.reshape(inputs, (-1, self.num_regions, *inputs.shape[1:]))
+        outputs = ops.stack([self.layer(regions[:, t], training=training) for t in range(self.num_regions)], axis=1)
+        return ops.reshape(outputs, (-1, *outputs.shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.layer.compute_output_shape((None, *tuple(input_shape)[1:]))[1:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_regions": self.num_regions})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfreid")
 class ChannelMean(keras.layers.Layer):
     """Mean over channels, ``[B, H, W, C] -> [B, H, W, 1]`` (attention maps for visualisation).
 

@@ -12,8 +12,10 @@ from tfreid.layers.harmonious_attention import HarmoniousAttention
 from tfreid.layers.region_sampler import RegionSampler
 from tfreid.layers.soft_attention import SoftAttention
 from tfreid.layers.validation import PADDINGS, check_bool, check_choice, check_positive_int
-from tfreid.models.blocks import ChannelMean, FoldRegions, InceptionA, InceptionB, UnfoldRegions
+from tfreid.models.blocks import ChannelMean, FoldRegions, InceptionA, InceptionB, PerRegion, UnfoldRegions
 from tfreid.models.registry import register_model
+
+LOCAL_BN = ("joint", "per_region")
 
 
 def _head(x, feature_dim, prefix):
@@ -43,6 +45,7 @@ def build_hacnn(
     conv_bias: bool = False,
     padding: str = "same",
     sample_then_resize: bool = False,
+    local_bn: str = "joint",
     hard_attention: dict | None = None,
     name: str = "hacnn",
 ) -> keras.Model:
@@ -69,7 +72,7 @@ def build_hacnn(
     convolutions have no bias by default (BN follows; ``conv_bias=True`` gives torchreid's exact
     2,929,112 parameters), regions are sampled directly at the local size (torchreid samples at
     the source size then resizes: ``sample_then_resize``), and the local BN sees all regions in
-    one batch.
+    one batch (torchreid: one region at a time, ``local_bn="per_region"``).
 
     Args:
         num_classes: number of training identities (classifier width).
@@ -89,6 +92,9 @@ def build_hacnn(
             conv on an even size pads only the bottom/right). Default ``"same"``.
         sample_then_resize: sample each region at its source map's size, then resize it to the
             local size (torchreid's two steps, see `RegionSampler`). Default False: one step.
+        local_bn: ``"joint"`` (one local Inception-B call on all regions folded into the batch:
+            batch norm over all regions together) or ``"per_region"`` (one call per region,
+            torchreid's layout: statistics per region, `PerRegion`). Default ``"joint"``.
         hard_attention: options of every level's `HardRegionAttention` for localisation
             experiments, e.g. ``{"pooling": "stripes"}``, ``{"center": True}``,
             ``{"frozen": True}`` (theta fixed at the stripes). Default None: the paper's.
@@ -119,6 +125,7 @@ def build_hacnn(
     reduction = check_positive_int("reduction", reduction)
     check_bool("learn_region", learn_region)
     check_bool("sample_then_resize", sample_then_resize)
+    check_choice("local_bn", local_bn, LOCAL_BN)
     input_shape = check_input_shape(input_shape)
     widths = check_int_tuple("widths", widths)
     for w in widths:
@@ -168,7 +175,10 @@ def build_hacnn(
             regions = FoldRegions(name=f"local{level}_fold")(regions)
             if local is not None:
                 regions = keras.layers.Add(name=f"local{level}_interact")([regions, local])
-            local = InceptionB(width, name=f"local{level}_inception_b", **conv)(regions)
+            inception = InceptionB(width, name=f"local{level}_inception_b", **conv)
+            if local_bn == "per_region":
+                inception = PerRegion(inception, num_regions, name=f"local{level}_per_region")
+            local = inception(regions)
 
     f_global = _head(keras.layers.GlobalAveragePooling2D(name="global_pool")(x), feature_dim, "global")
     outputs["features/global"] = f_global
