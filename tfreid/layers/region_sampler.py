@@ -16,7 +16,7 @@ import numbers
 import keras
 from keras import ops
 
-from tfreid.layers.validation import check_feature_map
+from tfreid.layers.validation import check_bool, check_feature_map
 
 
 def _check_pair(name, value, kind, high):
@@ -124,10 +124,7 @@ class RegionSampler(keras.layers.Layer):
         if not isinstance(align_corners, bool):
             raise ValueError(f"`align_corners` must be a bool, received align_corners={align_corners!r}.")
         self.align_corners = align_corners
-        if not isinstance(sample_then_resize, bool):
-            raise ValueError("`sample_then_resize` must be a bool, received "
-                             f"sample_then_resize={sample_then_resize!r}.")
-        self.sample_then_resize = sample_then_resize
+        self.sample_then_resize = check_bool("sample_then_resize", sample_then_resize)
 
     # ----------------------------------------------------------------------------- shapes
     def _check_shapes(self, features_shape, theta_shape):
